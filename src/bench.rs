@@ -1,0 +1,163 @@
+//! Benchmarks printed by `idem bench`: wall time of the DEM score target at the reference's batch
+//! shapes, next to the published PyTorch reference's time on the same 2-core machine.
+//!
+//! What is timed: one call of [`DemTarget::estimate`] for B points with K Monte-Carlo samples each
+//! (noise generation, B·K log p + ∇log p evaluations, online log-sum-exp, normalisation), using
+//! all threads of the rayon pool. One warm-up call, then `repeats` timed calls with fresh seeds;
+//! the median is reported (and the minimum).
+//!
+//! Inputs: times t ~ U(0, 1); points near the target's typical set — exact GMM-40 samples; DW-4
+//! particles at the corners of a square of side 4; LJ particles on a cubic lattice of spacing 1.1
+//! — each with small Gaussian jitter. The cost per sample does not depend on the values except
+//! through the GMM's log-sum-exp cut-off, which is why GMM points come from the target itself.
+
+use std::time::Instant;
+
+use rand::RngExt;
+use rand_distr::StandardNormal;
+use serde::Serialize;
+
+use crate::dem_target::DemTarget;
+use crate::energy::{Gmm, Target};
+use crate::error::Result;
+use crate::noise_schedule::NoiseSchedule;
+use crate::rng::stream;
+
+/// One benchmark shape.
+#[derive(Clone, Debug)]
+pub struct TargetCase {
+    pub task: &'static str,
+    pub target: &'static str,
+    pub b: usize,
+    pub k: usize,
+    pub schedule: NoiseSchedule,
+    /// The published reference's time per batch on this machine (torch.vmap + autograd, 2 threads).
+    pub reference_ms: f64,
+}
+
+/// The reference shapes of issue 2: GMM B=512 K=500, DW-4 B=512 K=1000, LJ-13 B=512 K=1000,
+/// LJ-55 B=128 K=1000, with the reference's noise schedules (GMM in target coordinates: the
+/// reference's σ ∈ [1e-5, 1] on coordinates divided by 50).
+pub fn target_cases() -> Vec<TargetCase> {
+    let geo = |a, b| NoiseSchedule::geometric(a, b).expect("valid schedule");
+    vec![
+        TargetCase {
+            task: "gmm",
+            target: "gmm40",
+            b: 512,
+            k: 500,
+            schedule: geo(5e-4, 50.0),
+            reference_ms: 790.0,
+        },
+        TargetCase {
+            task: "dw4",
+            target: "dw4",
+            b: 512,
+            k: 1000,
+            schedule: geo(1e-5, 3.0),
+            reference_ms: 239.0,
+        },
+        TargetCase {
+            task: "lj13",
+            target: "lj13",
+            b: 512,
+            k: 1000,
+            schedule: geo(0.01, 2.0),
+            reference_ms: 16_400.0,
+        },
+        TargetCase {
+            task: "lj55",
+            target: "lj55",
+            b: 128,
+            k: 1000,
+            schedule: geo(0.5, 4.0),
+            reference_ms: 88_100.0,
+        },
+    ]
+}
+
+/// Measured figures for one shape (one JSON line with `--json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetResult {
+    pub task: String,
+    #[serde(rename = "B")]
+    pub b: usize,
+    #[serde(rename = "K")]
+    pub k: usize,
+    /// Median ms per batch.
+    pub ms: f64,
+    /// Fastest ms per batch.
+    pub min_ms: f64,
+    /// log p + gradient evaluations per second (B·K / median time).
+    pub evals_per_s: f64,
+    /// Unordered particle pairs i<j evaluated per second, for pair-potential targets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pair_terms_per_s: Option<f64>,
+    pub reference_ms: f64,
+    /// reference_ms / ms.
+    pub speedup: f64,
+    pub threads: usize,
+    pub repeats: usize,
+}
+
+/// Points at which a case is timed (see module docs).
+pub fn bench_points(target: &Target, b: usize, seed: u64) -> Vec<f32> {
+    let mut rng = stream(seed, 0);
+    let mut jitter = |scale: f32| scale * rng.sample::<f32, _>(StandardNormal);
+    match target.particles() {
+        None => Gmm::gmm40().sample(b, &mut stream(seed, 1)),
+        Some(p) => {
+            let side = (p.n_particles as f64)
+                .powf(1.0 / p.spatial_dim as f64)
+                .ceil() as usize;
+            let spacing = if p.spatial_dim == 2 { 4.0 } else { 1.1 };
+            let mut x = Vec::with_capacity(b * p.dim());
+            for _ in 0..b {
+                for i in 0..p.n_particles {
+                    let mut idx = i;
+                    for _ in 0..p.spatial_dim {
+                        x.push((idx % side) as f32 * spacing + jitter(0.05));
+                        idx /= side;
+                    }
+                }
+            }
+            crate::energy::particles::remove_mean(&mut x, p);
+            x
+        }
+    }
+}
+
+/// Time one case.
+pub fn run_target_case(case: &TargetCase, repeats: usize, seed: u64) -> Result<TargetResult> {
+    let target = Target::by_name(case.target)?;
+    let dem = DemTarget::new(case.schedule, case.k, None)?;
+    let x = bench_points(&target, case.b, seed);
+    let mut rng = stream(seed, 2);
+    let t: Vec<f32> = (0..case.b).map(|_| rng.random::<f32>()).collect();
+    let mut out = vec![0.0f32; x.len()];
+    dem.estimate(&target, &x, &t, seed, &mut out)?; // warm-up
+    let mut times = Vec::with_capacity(repeats);
+    for r in 0..repeats.max(1) {
+        let start = Instant::now();
+        dem.estimate(&target, &x, &t, seed.wrapping_add(1 + r as u64), &mut out)?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let ms = times[times.len() / 2];
+    let evals = (case.b * case.k) as f64;
+    Ok(TargetResult {
+        task: case.task.to_string(),
+        b: case.b,
+        k: case.k,
+        ms,
+        min_ms: times[0],
+        evals_per_s: evals / (ms / 1e3),
+        pair_terms_per_s: target
+            .particles()
+            .map(|p| evals * p.n_pairs() as f64 / (ms / 1e3)),
+        reference_ms: case.reference_ms,
+        speedup: case.reference_ms / ms,
+        threads: rayon::current_num_threads(),
+        repeats: times.len(),
+    })
+}

@@ -1,0 +1,89 @@
+//! `idem bench`: speed figures (see `idem::bench` for what is measured).
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use idem::bench::{run_target_case, target_cases};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchWhat {
+    /// Milliseconds per DEM score-target batch at the reference shapes.
+    Target {
+        /// One JSON object per line: {"task", "B", "K", "ms", ...}.
+        #[arg(long)]
+        json: bool,
+        /// Timed repetitions per shape (after one warm-up).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Only these tasks (gmm, dw4, lj13, lj55); repeatable.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Seed for points, times and noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    match &args.what {
+        BenchWhat::Target {
+            json,
+            repeats,
+            only,
+            seed,
+        } => {
+            let cases: Vec<_> = target_cases()
+                .into_iter()
+                .filter(|c| only.is_empty() || only.iter().any(|o| o == c.task))
+                .collect();
+            if cases.is_empty() {
+                bail!("no benchmark matches --only {only:?}; tasks: gmm, dw4, lj13, lj55");
+            }
+            if !json {
+                println!(
+                    "DEM score target, {} threads, median of {repeats} (reference: PyTorch torch.vmap + autograd, 2 threads)",
+                    rayon::current_num_threads()
+                );
+                println!(
+                    "{:6} {:>5} {:>6} {:>10} {:>10} {:>13} {:>15} {:>13} {:>9}",
+                    "task",
+                    "B",
+                    "K",
+                    "ms",
+                    "min ms",
+                    "evals/s",
+                    "pair terms/s",
+                    "reference ms",
+                    "speedup"
+                );
+            }
+            for case in &cases {
+                let r = run_target_case(case, *repeats, *seed)?;
+                if *json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!(
+                        "{:6} {:>5} {:>6} {:>10.1} {:>10.1} {:>13.3e} {:>15} {:>13.0} {:>8.0}x",
+                        r.task,
+                        r.b,
+                        r.k,
+                        r.ms,
+                        r.min_ms,
+                        r.evals_per_s,
+                        r.pair_terms_per_s
+                            .map(|p| format!("{p:.3e}"))
+                            .unwrap_or_else(|| "-".into()),
+                        r.reference_ms,
+                        r.speedup
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,593 @@
+//! The DEM score target: a self-normalised Monte-Carlo estimate of the score of the noised target,
+//!
+//! S_K(x, t) = Σ_i w_i ∇log p(x + ε_i),  ε_i ~ N(0, h(t)·I),  w = softmax_i(log p(x + ε_i)),
+//!
+//! i.e. ∇ₓ log E_ε[p(x + ε)] ≈ ∇ log (p ∗ N(0, h(t)I))(x) (Akhound-Sadegh et al. 2024, eq. 8).
+//!
+//! # How it is computed
+//! * One pass over the K samples per point with a running (online) log-sum-exp in f64: the running
+//!   maximum m, Σ e^{l_i − m} and Σ e^{l_i − m} ∇log p_i are rescaled when m grows. No K-sized
+//!   buffer; the per-point scratch is a few `dim`-sized vectors reused across points.
+//! * Samples with log p = −inf or NaN, or a non-finite gradient (e.g. overlapping particles), get
+//!   weight 0 ([`crate::energy::checked_log_prob_grad`]). If all K samples of a point are invalid
+//!   its target is 0 and [`DemStats::all_invalid_points`] counts it. No NaN is ever returned.
+//! * Optional clipping with the reference's rule: v ← v·min(1, c/(|v| + 1e−6)), applied per
+//!   particle (groups of `spatial_dim`) for particle systems and to the whole vector otherwise.
+//! * Noise is isotropic N(0, hI) on all coordinates, as in the reference. For translation-invariant
+//!   particle targets (DW, LJ) the noise's centroid component leaves every log p and weight
+//!   unchanged, so this equals mean-free noise.
+//! * Point i draws its noise from its own stream `rng::NormalStream::new(seed, i)` (fast vectorised
+//!   Box–Muller, see its docs): results are reproducible and independent of the number of threads.
+//!   Use a fresh `seed` for every batch.
+//! * Samples are processed in blocks of 64: noise for the block, one log p + ∇log p call per sample,
+//!   then the block's weights in one vectorised pass (compiled for AVX2 when the CPU has it).
+//! * Every Monte-Carlo sample counts one energy evaluation on the [`Target`]'s counter.
+//!
+//! # Standard error
+//! [`DemTarget::estimate_with_stderr`] also returns the delta-method standard error of the
+//! self-normalised estimator, per component (before clipping):
+//! SE² = Σ_i w̃_i² (∇log p_i − S_K)², with normalised weights w̃. The estimator's bias is O(1/K)
+//! while its noise is O(1/√K), so for large K the error is dominated by this standard error.
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::energy::{checked_log_prob_grad, Energy, Target};
+use crate::error::{Error, Result};
+use crate::noise_schedule::NoiseSchedule;
+use crate::rng::NormalStream;
+use crate::simd::exp_neg;
+
+/// The reference's ε in the clipping rule v·min(1, c/(|v| + ε)).
+pub const CLIP_EPSILON: f64 = 1e-6;
+
+/// Configuration of the DEM score target estimator.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DemTarget {
+    /// Noise schedule giving h(t).
+    pub schedule: NoiseSchedule,
+    /// Monte-Carlo samples per point, K ≥ 1.
+    pub num_mc_samples: usize,
+    /// Clip the estimate to this norm (per particle for particle systems); `None` disables.
+    pub max_score_norm: Option<f64>,
+}
+
+/// Diagnostics of one batch of DEM targets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct DemStats {
+    /// Points estimated (B).
+    pub points: usize,
+    /// Energy evaluations spent (B·K).
+    pub energy_calls: u64,
+    /// Monte-Carlo samples with log p = −inf/NaN or a non-finite gradient (weight 0).
+    pub invalid_samples: u64,
+    /// Points whose K samples were all invalid (target set to 0).
+    pub all_invalid_points: u64,
+    /// Vectors (particles, for particle systems) shortened by clipping.
+    pub clipped: u64,
+    /// Mean over points of Kish's effective sample size (Σw)²/Σw² of the weights, in samples.
+    pub mean_ess: f64,
+    /// Smallest effective sample size in the batch.
+    pub min_ess: f64,
+}
+
+impl DemStats {
+    fn merge(mut self, o: Self) -> Self {
+        self.points += o.points;
+        self.energy_calls += o.energy_calls;
+        self.invalid_samples += o.invalid_samples;
+        self.all_invalid_points += o.all_invalid_points;
+        self.clipped += o.clipped;
+        self.mean_ess += o.mean_ess; // a sum until `finish`
+        self.min_ess = self.min_ess.min(o.min_ess);
+        self
+    }
+    fn empty() -> Self {
+        Self {
+            min_ess: f64::INFINITY,
+            ..Self::default()
+        }
+    }
+    fn finish(mut self) -> Self {
+        if self.points > 0 {
+            self.mean_ess /= self.points as f64;
+        } else {
+            self.min_ess = 0.0;
+        }
+        self
+    }
+}
+
+/// Monte-Carlo samples processed together: noise for a block is drawn at once and the block's
+/// weights are computed in one vectorised pass.
+const BLOCK: usize = 64;
+
+/// Per-thread working memory, reused across points (no allocation per point or sample).
+struct Scratch {
+    x0: Vec<f64>,
+    z: Vec<f32>,
+    xs: Vec<f64>,
+    g: Vec<f64>,
+    lp: Vec<f64>,
+    w: Vec<f64>,
+    acc: Vec<f64>,
+    acc_w2_g: Vec<f64>,
+    acc_w2_gg: Vec<f64>,
+}
+
+impl Scratch {
+    fn new(dim: usize, stderr: bool) -> Self {
+        let se = if stderr { dim } else { 0 };
+        Self {
+            x0: vec![0.0; dim],
+            z: vec![0.0; dim * BLOCK],
+            xs: vec![0.0; dim],
+            g: vec![0.0; dim * BLOCK],
+            lp: vec![0.0; BLOCK],
+            w: vec![0.0; BLOCK],
+            acc: vec![0.0; dim],
+            acc_w2_g: vec![0.0; se],
+            acc_w2_gg: vec![0.0; se],
+        }
+    }
+}
+
+impl DemTarget {
+    /// A checked configuration: K ≥ 1, clipping norm positive if given.
+    pub fn new(
+        schedule: NoiseSchedule,
+        num_mc_samples: usize,
+        max_score_norm: Option<f64>,
+    ) -> Result<Self> {
+        let schedule = schedule.validated()?;
+        if num_mc_samples == 0 {
+            return Err(Error::Config(
+                "the DEM target needs at least one Monte-Carlo sample".into(),
+            ));
+        }
+        if let Some(c) = max_score_norm {
+            if c.is_nan() || c <= 0.0 {
+                return Err(Error::Config(format!(
+                    "max score norm must be positive, got {c}"
+                )));
+            }
+        }
+        Ok(Self {
+            schedule,
+            num_mc_samples,
+            max_score_norm,
+        })
+    }
+
+    fn check(&self, target: &Target, x: &[f32], t: &[f32], out: &[f32]) -> Result<()> {
+        let dim = target.dim();
+        if x.len() != t.len() * dim || out.len() != x.len() {
+            return Err(Error::Shape(format!(
+                "DEM target for {} points of dim {dim}: got {} coordinates and {} outputs",
+                t.len(),
+                x.len(),
+                out.len()
+            )));
+        }
+        if let Some(i) = t.iter().position(|v| !(0.0..=1.0).contains(v)) {
+            return Err(Error::Config(format!(
+                "time t[{i}] = {} is outside [0, 1]",
+                t[i]
+            )));
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite(format!(
+                "point {} has a non-finite coordinate",
+                i / dim
+            )));
+        }
+        Ok(())
+    }
+
+    /// DEM targets for points `x` (`[B, dim]`) at times `t` (`[B]`, in [0, 1]), written to `out`
+    /// (`[B, dim]`). `seed` selects the Monte-Carlo noise (see module docs).
+    pub fn estimate(
+        &self,
+        target: &Target,
+        x: &[f32],
+        t: &[f32],
+        seed: u64,
+        out: &mut [f32],
+    ) -> Result<DemStats> {
+        self.check(target, x, t, out)?;
+        let dim = target.dim();
+        let energy = target.energy();
+        let stats = out
+            .par_chunks_mut(dim)
+            .zip(x.par_chunks(dim))
+            .zip(t.par_iter())
+            .enumerate()
+            .map_init(
+                || Scratch::new(dim, false),
+                |scr, (i, ((o, xi), &ti))| {
+                    let mut normals = NormalStream::new(seed, i as u64);
+                    self.point_dispatch::<false>(
+                        energy,
+                        target,
+                        xi,
+                        ti,
+                        &mut normals,
+                        scr,
+                        o,
+                        &mut [],
+                    )
+                },
+            )
+            .reduce(DemStats::empty, DemStats::merge)
+            .finish();
+        target.add_calls(stats.energy_calls);
+        Ok(stats)
+    }
+
+    /// As [`DemTarget::estimate`], also writing the delta-method standard error of each component
+    /// (before clipping) to `stderr` (`[B, dim]`). Points whose samples were all invalid get an
+    /// infinite standard error. Same seed, same estimate as `estimate`.
+    pub fn estimate_with_stderr(
+        &self,
+        target: &Target,
+        x: &[f32],
+        t: &[f32],
+        seed: u64,
+        out: &mut [f32],
+        stderr: &mut [f32],
+    ) -> Result<DemStats> {
+        self.check(target, x, t, out)?;
+        if stderr.len() != out.len() {
+            return Err(Error::Shape(format!(
+                "stderr has {} entries, expected {}",
+                stderr.len(),
+                out.len()
+            )));
+        }
+        let dim = target.dim();
+        let energy = target.energy();
+        let stats = out
+            .par_chunks_mut(dim)
+            .zip(stderr.par_chunks_mut(dim))
+            .zip(x.par_chunks(dim))
+            .zip(t.par_iter())
+            .enumerate()
+            .map_init(
+                || Scratch::new(dim, true),
+                |scr, (i, (((o, se), xi), &ti))| {
+                    let mut normals = NormalStream::new(seed, i as u64);
+                    self.point_dispatch::<true>(energy, target, xi, ti, &mut normals, scr, o, se)
+                },
+            )
+            .reduce(DemStats::empty, DemStats::merge)
+            .finish();
+        target.add_calls(stats.energy_calls);
+        Ok(stats)
+    }
+
+    /// [`DemTarget::point`], compiled for AVX2 + FMA when the CPU has them.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn point_dispatch<const SE: bool>(
+        &self,
+        energy: &dyn Energy,
+        target: &Target,
+        x: &[f32],
+        t: f32,
+        normals: &mut NormalStream,
+        scr: &mut Scratch,
+        out: &mut [f32],
+        stderr: &mut [f32],
+    ) -> DemStats {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2<const SE: bool>(
+                this: &DemTarget,
+                energy: &dyn Energy,
+                target: &Target,
+                x: &[f32],
+                t: f32,
+                normals: &mut NormalStream,
+                scr: &mut Scratch,
+                out: &mut [f32],
+                stderr: &mut [f32],
+            ) -> DemStats {
+                this.point::<SE>(energy, target, x, t, normals, scr, out, stderr)
+            }
+            if crate::simd::has_avx2() {
+                // SAFETY: the CPU supports AVX2 and FMA.
+                return unsafe {
+                    avx2::<SE>(self, energy, target, x, t, normals, scr, out, stderr)
+                };
+            }
+        }
+        self.point::<SE>(energy, target, x, t, normals, scr, out, stderr)
+    }
+
+    /// One point: blocks of [`BLOCK`] samples — noise, log p and ∇log p per sample, then the
+    /// block's weights against the running maximum (online log-sum-exp), accumulated in f64.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn point<const SE: bool>(
+        &self,
+        energy: &dyn Energy,
+        target: &Target,
+        x: &[f32],
+        t: f32,
+        normals: &mut NormalStream,
+        scr: &mut Scratch,
+        out: &mut [f32],
+        stderr: &mut [f32],
+    ) -> DemStats {
+        let sd = self.schedule.sigma(f64::from(t));
+        let k = self.num_mc_samples;
+        let dim = x.len();
+        let Scratch {
+            x0,
+            z,
+            xs,
+            g,
+            lp,
+            w,
+            acc,
+            acc_w2_g,
+            acc_w2_gg,
+        } = scr;
+        crate::energy::to_f64(x, x0);
+        acc.fill(0.0);
+        if SE {
+            acc_w2_g.fill(0.0);
+            acc_w2_gg.fill(0.0);
+        }
+        let (mut m, mut s, mut s2) = (f64::NEG_INFINITY, 0.0f64, 0.0f64);
+        let mut invalid = 0u64;
+        let mut start = 0;
+        while start < k {
+            let n = BLOCK.min(k - start);
+            start += n;
+            normals.fill(&mut z[..n * dim]);
+            let mut block_max = f64::NEG_INFINITY;
+            for (j, (zj, gj)) in z
+                .chunks_exact(dim)
+                .zip(g.chunks_exact_mut(dim))
+                .take(n)
+                .enumerate()
+            {
+                for ((xd, &x0d), &zd) in xs.iter_mut().zip(x0.iter()).zip(zj) {
+                    *xd = x0d + sd * f64::from(zd);
+                }
+                let l = checked_log_prob_grad(energy, xs, gj).unwrap_or(f64::NEG_INFINITY);
+                invalid += u64::from(l == f64::NEG_INFINITY);
+                block_max = block_max.max(l);
+                lp[j] = l;
+            }
+            if block_max == f64::NEG_INFINITY {
+                continue; // the whole block is invalid
+            }
+            if block_max > m {
+                // new running maximum: rescale the sums to it (r = 0 before the first valid sample)
+                let r = exp_neg(m - block_max);
+                s *= r;
+                s2 *= r * r;
+                acc.iter_mut().for_each(|a| *a *= r);
+                if SE {
+                    acc_w2_g.iter_mut().for_each(|a| *a *= r * r);
+                    acc_w2_gg.iter_mut().for_each(|a| *a *= r * r);
+                }
+                m = block_max;
+            }
+            for (wj, &l) in w[..n].iter_mut().zip(lp[..n].iter()) {
+                *wj = exp_neg(l - m); // invalid samples: e^−inf = 0
+            }
+            for (&wj, gj) in w[..n].iter().zip(g.chunks_exact(dim)) {
+                s += wj;
+                s2 += wj * wj;
+                for (a, gi) in acc.iter_mut().zip(gj) {
+                    *a += wj * gi;
+                }
+                if SE {
+                    let w2 = wj * wj;
+                    for ((a1, a2), gi) in acc_w2_g.iter_mut().zip(acc_w2_gg.iter_mut()).zip(gj) {
+                        *a1 += w2 * gi;
+                        *a2 += w2 * gi * gi;
+                    }
+                }
+            }
+        }
+        let mut stats = DemStats {
+            points: 1,
+            energy_calls: k as u64,
+            invalid_samples: invalid,
+            ..DemStats::default()
+        };
+        if s == 0.0 {
+            out.fill(0.0);
+            if SE {
+                stderr.fill(f32::INFINITY);
+            }
+            stats.all_invalid_points = 1;
+            return stats;
+        }
+        let inv = 1.0 / s;
+        for (o, a) in out.iter_mut().zip(acc.iter()) {
+            *o = (a * inv) as f32;
+        }
+        if SE {
+            // Σ w̃²(g − S)² = (Σw²g² − 2S·Σw²g + S²·Σw²) / s²
+            for (d, se) in stderr.iter_mut().enumerate() {
+                let sk = acc[d] * inv;
+                let v = (acc_w2_gg[d] - 2.0 * sk * acc_w2_g[d] + sk * sk * s2) * inv * inv;
+                *se = v.max(0.0).sqrt() as f32;
+            }
+        }
+        let ess = s * s / s2;
+        stats.mean_ess = ess;
+        stats.min_ess = ess;
+        if let Some(c) = self.max_score_norm {
+            let group = target.particles().map_or(out.len(), |p| p.spatial_dim);
+            stats.clipped = clip_groups(out, group, c);
+        }
+        stats
+    }
+}
+
+/// The reference's clipping rule v ← v·min(1, c/(|v| + 1e−6)) applied to consecutive groups of
+/// `group` entries of `v` (one particle, or the whole vector). Returns how many groups shrank.
+pub fn clip_groups(v: &mut [f32], group: usize, max_norm: f64) -> u64 {
+    let mut clipped = 0;
+    for chunk in v.chunks_mut(group) {
+        let norm = chunk
+            .iter()
+            .map(|&a| f64::from(a) * f64::from(a))
+            .sum::<f64>()
+            .sqrt();
+        let coef = max_norm / (norm + CLIP_EPSILON);
+        if coef < 1.0 {
+            clipped += 1;
+            for a in chunk.iter_mut() {
+                *a = (f64::from(*a) * coef) as f32;
+            }
+        }
+    }
+    clipped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::energy::{Gmm, ParticleShape};
+
+    /// A target that is −inf everywhere except a half-space.
+    struct HalfSpace;
+    impl Energy for HalfSpace {
+        fn name(&self) -> String {
+            "halfspace".into()
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn log_prob(&self, x: &[f64]) -> f64 {
+            if x[0] > 0.0 {
+                -0.5 * (x[0] * x[0] + x[1] * x[1])
+            } else {
+                f64::NAN
+            }
+        }
+        fn log_prob_grad(&self, x: &[f64], g: &mut [f64]) -> f64 {
+            g[0] = -x[0];
+            g[1] = -x[1];
+            self.log_prob(x)
+        }
+    }
+
+    fn schedule() -> NoiseSchedule {
+        NoiseSchedule::geometric(1e-3, 1.0).unwrap()
+    }
+
+    #[test]
+    fn invalid_samples_get_zero_weight_and_all_invalid_points_give_zero() {
+        let target = Target::new(HalfSpace);
+        let dem = DemTarget::new(schedule(), 64, None).unwrap();
+        // point 0 deep in the invalid region with tiny noise: all invalid; point 1 partly valid
+        let x = [-5.0f32, 0.0, 0.1, 0.0];
+        let t = [0.0f32, 1.0];
+        let mut out = [f32::NAN; 4];
+        let stats = dem.estimate(&target, &x, &t, 1, &mut out).unwrap();
+        assert_eq!(&out[..2], &[0.0, 0.0]);
+        assert!(out.iter().all(|v| v.is_finite()));
+        assert_eq!(stats.all_invalid_points, 1);
+        assert!(stats.invalid_samples > 64 && stats.invalid_samples < 128);
+        assert!(out[2] != 0.0);
+        assert_eq!(target.calls(), 128);
+        assert_eq!(stats.energy_calls, 128);
+    }
+
+    #[test]
+    fn reproducible_and_thread_count_independent() {
+        let target = Target::new(Gmm::gmm40());
+        let dem = DemTarget::new(
+            NoiseSchedule::geometric(5e-4, 50.0).unwrap(),
+            100,
+            Some(70.0),
+        )
+        .unwrap();
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.77).sin() * 30.0).collect();
+        let t: Vec<f32> = (0..32).map(|i| i as f32 / 31.0).collect();
+        let run = |threads: usize, seed: u64| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut out = vec![0.0f32; 64];
+            pool.install(|| dem.estimate(&target, &x, &t, seed, &mut out).unwrap());
+            out
+        };
+        let a = run(1, 9);
+        assert_eq!(a, run(2, 9));
+        assert_eq!(a, run(3, 9));
+        assert_ne!(a, run(2, 10));
+        // the stderr variant gives the same estimate
+        let mut b = vec![0.0f32; 64];
+        let mut se = vec![0.0f32; 64];
+        dem.estimate_with_stderr(&target, &x, &t, 9, &mut b, &mut se)
+            .unwrap();
+        assert_eq!(a, b);
+        assert!(se.iter().all(|v| v.is_finite() && *v >= 0.0));
+    }
+
+    #[test]
+    fn clipping_is_per_particle_for_particle_systems() {
+        let mut v = [3.0f32, 4.0, 0.3, 0.4];
+        assert_eq!(clip_groups(&mut v, 2, 1.0), 1);
+        assert!((v[0] - 0.6).abs() < 1e-5 && (v[1] - 0.8).abs() < 1e-5);
+        assert_eq!(&v[2..], &[0.3, 0.4]);
+        let mut w = [3.0f32, 4.0, 0.3, 0.4];
+        assert_eq!(clip_groups(&mut w, 4, 1.0), 1);
+        let n: f32 = w.iter().map(|a| a * a).sum::<f32>().sqrt();
+        assert!((n - 1.0).abs() < 1e-5);
+        // on a particle target the estimator clips each particle's 2-vector
+        let target = Target::by_name("dw4").unwrap();
+        assert_eq!(
+            target.particles(),
+            Some(ParticleShape {
+                n_particles: 4,
+                spatial_dim: 2
+            })
+        );
+        let dem =
+            DemTarget::new(NoiseSchedule::geometric(1e-5, 3.0).unwrap(), 50, Some(1.0)).unwrap();
+        let x = [0.0f32, 0.0, 1.0, 0.0, 0.0, 1.5, 2.0, 2.0];
+        let mut out = [0.0f32; 8];
+        let stats = dem.estimate(&target, &x, &[0.3], 4, &mut out).unwrap();
+        assert!(stats.clipped >= 1);
+        for p in out.chunks(2) {
+            assert!((p[0] * p[0] + p[1] * p[1]).sqrt() <= 1.0 + 1e-5);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_inputs() {
+        let target = Target::by_name("gmm40").unwrap();
+        assert!(DemTarget::new(schedule(), 0, None).is_err());
+        assert!(DemTarget::new(schedule(), 4, Some(0.0)).is_err());
+        let dem = DemTarget::new(schedule(), 4, None).unwrap();
+        let mut out = [0.0f32; 4];
+        assert!(dem
+            .estimate(&target, &[0.0; 3], &[0.5, 0.5], 0, &mut out)
+            .is_err());
+        assert!(dem
+            .estimate(&target, &[0.0; 4], &[0.5, 1.5], 0, &mut out)
+            .is_err());
+        assert!(dem
+            .estimate(
+                &target,
+                &[0.0, f32::NAN, 0.0, 0.0],
+                &[0.5, 0.5],
+                0,
+                &mut out
+            )
+            .is_err());
+    }
+}

@@ -1,0 +1,433 @@
+//! Boltzmann targets p(x) ∝ exp(−E(x)): log-density and its analytic gradient.
+//!
+//! * [`Energy`] is the per-configuration kernel a target implements: `log p(x)` and `∇log p(x)`
+//!   for one configuration, in f64, allocation-free.
+//! * [`Target`] wraps an `Energy` with what every caller needs: batched, multi-threaded evaluation
+//!   of `[N, dim]` f32 arrays, an energy-evaluation counter, and the validity rule below.
+//!
+//! # Validity rule (invariant)
+//! A configuration whose log p or gradient is not finite (e.g. two Lennard-Jones particles at
+//! (near-)zero distance, where the energy or the force overflows) is **invalid**: its log p is
+//! reported as `−inf` and its gradient as exactly `0`. No NaN ever leaves this module, and the
+//! caller tells an invalid configuration by `!logp.is_finite()`. Batch calls return how many
+//! configurations were invalid.
+
+pub mod double_well;
+pub mod gmm;
+mod gmm40_table;
+pub mod lennard_jones;
+pub mod particles;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+pub use double_well::DoubleWell;
+pub use gmm::Gmm;
+pub use lennard_jones::LennardJones;
+pub use particles::ParticleShape;
+
+/// A log-density log p(x) = −E(x) (+ const) with an analytic gradient, for one configuration.
+///
+/// Implementations must be pure functions of `x` (no interior state), thread-safe and
+/// allocation-free; they are called from many threads at once on hot paths.
+pub trait Energy: Send + Sync {
+    /// Short name, e.g. `lj13`.
+    fn name(&self) -> String;
+    /// Number of coordinates of one configuration.
+    fn dim(&self) -> usize;
+    /// Particle structure (n_particles × spatial_dim = dim) for n-body targets.
+    fn particles(&self) -> Option<ParticleShape> {
+        None
+    }
+    /// Whether log p is normalised (integrates to one), e.g. the Gaussian mixture.
+    fn is_normalized(&self) -> bool {
+        false
+    }
+    /// log p(x). `x.len() == dim()`.
+    fn log_prob(&self, x: &[f64]) -> f64;
+    /// log p(x), writing ∇ₓ log p(x) into `grad` (overwritten). `x.len() == grad.len() == dim()`.
+    fn log_prob_grad(&self, x: &[f64], grad: &mut [f64]) -> f64;
+}
+
+/// Evaluate log p and ∇log p at one configuration and apply the validity rule:
+/// returns `None` (and zeroes `grad`) when log p or any gradient entry is not finite.
+#[inline]
+pub fn checked_log_prob_grad(energy: &dyn Energy, x: &[f64], grad: &mut [f64]) -> Option<f64> {
+    let lp = energy.log_prob_grad(x, grad);
+    if lp.is_finite() && grad.iter().all(|g| g.is_finite()) {
+        Some(lp)
+    } else {
+        grad.fill(0.0);
+        None
+    }
+}
+
+/// Outcome of a batched evaluation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Configurations evaluated.
+    pub evaluated: usize,
+    /// Configurations reported invalid (log p = −inf, gradient 0).
+    pub invalid: usize,
+}
+
+/// A Boltzmann target: an [`Energy`] plus batched evaluation and an evaluation counter.
+///
+/// Cloning shares the energy but starts a fresh counter.
+pub struct Target {
+    energy: Arc<dyn Energy>,
+    calls: AtomicU64,
+}
+
+impl Clone for Target {
+    fn clone(&self) -> Self {
+        Self {
+            energy: Arc::clone(&self.energy),
+            calls: AtomicU64::new(0),
+        }
+    }
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("name", &self.name())
+            .field("dim", &self.dim())
+            .field("calls", &self.calls())
+            .finish()
+    }
+}
+
+/// Built-in target names with a one-line description, for help texts and `idem targets`.
+pub const BUILT_IN: &[(&str, &str)] = &[
+    (
+        "gmm40",
+        "40-mode Gaussian mixture in 2-D (the reference GMM-40 instance), normalised",
+    ),
+    (
+        "dw4",
+        "4-particle double well in 2-D: sum over pairs i<j of 0.9(d-4)^4 - 4(d-4)^2",
+    ),
+    (
+        "lj13",
+        "Lennard-Jones cluster, 13 particles in 3-D (reference conventions)",
+    ),
+    (
+        "lj55",
+        "Lennard-Jones cluster, 55 particles in 3-D (reference conventions)",
+    ),
+    (
+        "ljN",
+        "Lennard-Jones cluster with any N >= 2 particles in 3-D, e.g. lj38",
+    ),
+];
+
+impl Target {
+    /// Wrap an energy.
+    pub fn new(energy: impl Energy + 'static) -> Self {
+        Self {
+            energy: Arc::new(energy),
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// A built-in target by name: `gmm40`, `dw4`, `lj13`, `lj55`, or `ljN` for any N ≥ 2.
+    pub fn by_name(name: &str) -> Result<Self> {
+        let lower = name.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "gmm40" | "gmm" => Ok(Self::new(Gmm::gmm40())),
+            "dw4" => Ok(Self::new(DoubleWell::dw4())),
+            _ => {
+                if let Some(n) = lower
+                    .strip_prefix("lj")
+                    .and_then(|s| s.parse::<usize>().ok())
+                {
+                    if n >= 2 {
+                        return Ok(Self::new(LennardJones::reference(n)));
+                    }
+                }
+                Err(Error::UnknownTarget {
+                    name: name.to_string(),
+                    known: BUILT_IN
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+            }
+        }
+    }
+
+    /// The underlying per-configuration kernel.
+    pub fn energy(&self) -> &dyn Energy {
+        self.energy.as_ref()
+    }
+    /// Target name.
+    pub fn name(&self) -> String {
+        self.energy.name()
+    }
+    /// Coordinates per configuration.
+    pub fn dim(&self) -> usize {
+        self.energy.dim()
+    }
+    /// Particle structure, for n-body targets.
+    pub fn particles(&self) -> Option<ParticleShape> {
+        self.energy.particles()
+    }
+
+    /// Total number of configurations evaluated through this target (every log p or
+    /// log p + gradient evaluation counts one, including the DEM target's Monte-Carlo samples).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+    /// Record `n` evaluations made directly through [`Target::energy`].
+    pub fn add_calls(&self, n: u64) {
+        self.calls.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Reset the counter to zero.
+    pub fn reset_calls(&self) {
+        self.calls.store(0, Ordering::Relaxed);
+    }
+
+    fn rows(&self, x: &[f32]) -> Result<usize> {
+        let dim = self.dim();
+        if x.len() % dim != 0 {
+            return Err(Error::Shape(format!(
+                "{} values is not a whole number of {}-dimensional configurations for target {}",
+                x.len(),
+                dim,
+                self.name()
+            )));
+        }
+        Ok(x.len() / dim)
+    }
+
+    /// log p for a batch `x` of shape `[N, dim]` (row-major), written to `logp` (`[N]`).
+    /// Multi-threaded; invalid configurations get `−inf` (see the module's validity rule).
+    pub fn log_prob_batch(&self, x: &[f32], logp: &mut [f32]) -> Result<BatchReport> {
+        let n = self.rows(x)?;
+        if logp.len() != n {
+            return Err(Error::Shape(format!(
+                "logp has {} entries for {} configurations",
+                logp.len(),
+                n
+            )));
+        }
+        let dim = self.dim();
+        let energy = self.energy.as_ref();
+        let invalid = x
+            .par_chunks(dim)
+            .zip(logp.par_iter_mut())
+            .with_min_len(64)
+            .map_init(
+                || vec![0.0f64; dim],
+                |xs, (xi, out)| {
+                    to_f64(xi, xs);
+                    let lp = energy.log_prob(xs);
+                    if lp.is_finite() {
+                        *out = lp as f32;
+                        usize::from(!out.is_finite())
+                    } else {
+                        *out = f32::NEG_INFINITY;
+                        1
+                    }
+                },
+            )
+            .sum::<usize>();
+        // an f64 log p beyond f32 range is −inf in f32: keep the rule "invalid ⇔ −inf"
+        for v in logp.iter_mut() {
+            if !v.is_finite() {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+        self.add_calls(n as u64);
+        Ok(BatchReport {
+            evaluated: n,
+            invalid,
+        })
+    }
+
+    /// log p and ∇log p for a batch `x` of shape `[N, dim]`; `grad` has the shape of `x`.
+    /// Multi-threaded; invalid configurations get log p `−inf` and gradient 0.
+    pub fn log_prob_grad_batch(
+        &self,
+        x: &[f32],
+        logp: &mut [f32],
+        grad: &mut [f32],
+    ) -> Result<BatchReport> {
+        let n = self.rows(x)?;
+        if logp.len() != n || grad.len() != x.len() {
+            return Err(Error::Shape(format!(
+                "outputs have {} log p and {} gradient entries for {} configurations of dim {}",
+                logp.len(),
+                grad.len(),
+                n,
+                self.dim()
+            )));
+        }
+        let dim = self.dim();
+        let energy = self.energy.as_ref();
+        let invalid = x
+            .par_chunks(dim)
+            .zip(logp.par_iter_mut())
+            .zip(grad.par_chunks_mut(dim))
+            .with_min_len(64)
+            .map_init(
+                || (vec![0.0f64; dim], vec![0.0f64; dim]),
+                |(xs, gs), ((xi, out), gi)| {
+                    to_f64(xi, xs);
+                    let valid = checked_log_prob_grad(energy, xs, gs)
+                        .map(|lp| (lp as f32, gs.iter().map(|&g| g as f32)))
+                        .filter(|(lp, _)| lp.is_finite());
+                    match valid {
+                        Some((lp, g32)) => {
+                            for (o, g) in gi.iter_mut().zip(g32) {
+                                *o = g;
+                            }
+                            if gi.iter().all(|g| g.is_finite()) {
+                                *out = lp;
+                                return 0;
+                            }
+                            gi.fill(0.0);
+                            *out = f32::NEG_INFINITY;
+                            1
+                        }
+                        None => {
+                            gi.fill(0.0);
+                            *out = f32::NEG_INFINITY;
+                            1
+                        }
+                    }
+                },
+            )
+            .sum::<usize>();
+        self.add_calls(n as u64);
+        Ok(BatchReport {
+            evaluated: n,
+            invalid,
+        })
+    }
+}
+
+#[inline]
+pub(crate) fn to_f64(src: &[f32], dst: &mut [f64]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = f64::from(*s);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Helpers shared by the targets' unit tests.
+    use super::Energy;
+
+    /// Central finite-difference gradient in f64 with step `eps`.
+    pub fn fd_grad(e: &dyn Energy, x: &[f64], eps: f64) -> Vec<f64> {
+        let mut xp = x.to_vec();
+        (0..x.len())
+            .map(|i| {
+                xp[i] = x[i] + eps;
+                let fp = e.log_prob(&xp);
+                xp[i] = x[i] - eps;
+                let fm = e.log_prob(&xp);
+                xp[i] = x[i];
+                (fp - fm) / (2.0 * eps)
+            })
+            .collect()
+    }
+
+    /// Assert the analytic gradient matches finite differences and `log_prob` matches
+    /// `log_prob_grad`'s value.
+    pub fn check_gradient(e: &dyn Energy, x: &[f64], rtol: f64) {
+        let mut g = vec![0.0; x.len()];
+        let lp = e.log_prob_grad(x, &mut g);
+        let lp2 = e.log_prob(x);
+        assert!(
+            (lp - lp2).abs() <= 1e-12 * (1.0 + lp.abs()),
+            "log_prob {lp2} vs log_prob_grad {lp}"
+        );
+        let fd = fd_grad(e, x, 1e-6);
+        let scale = g.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        for (i, (a, b)) in g.iter().zip(&fd).enumerate() {
+            assert!(
+                (a - b).abs() <= rtol * scale,
+                "grad[{i}]: analytic {a} vs finite difference {b} (scale {scale})"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn by_name_knows_builtins_and_rejects_others() {
+        assert_eq!(Target::by_name("gmm40").unwrap().dim(), 2);
+        assert_eq!(Target::by_name("DW4").unwrap().dim(), 8);
+        assert_eq!(Target::by_name("lj13").unwrap().dim(), 39);
+        assert_eq!(Target::by_name("lj55").unwrap().dim(), 165);
+        assert_eq!(
+            Target::by_name("lj38")
+                .unwrap()
+                .particles()
+                .unwrap()
+                .n_particles,
+            38
+        );
+        for bad in ["lj1", "lj", "foo", "gmm41"] {
+            let err = Target::by_name(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("unknown target") && err.contains("gmm40"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn batch_rejects_bad_shapes_and_counts_calls() {
+        let t = Target::by_name("dw4").unwrap();
+        let x = vec![0.5f32; 16];
+        let mut lp = vec![0.0f32; 2];
+        let mut g = vec![0.0f32; 16];
+        assert!(t.log_prob_batch(&x[..15], &mut lp).is_err());
+        assert!(t.log_prob_grad_batch(&x, &mut lp, &mut g[..8]).is_err());
+        t.log_prob_batch(&x, &mut lp).unwrap();
+        t.log_prob_grad_batch(&x, &mut lp, &mut g).unwrap();
+        assert_eq!(t.calls(), 4);
+        assert_eq!(t.clone().calls(), 0);
+    }
+
+    #[test]
+    fn overlapping_lj_particles_are_invalid_never_nan() {
+        let t = Target::by_name("lj13").unwrap();
+        let mut x = vec![0.0f32; 39];
+        for (i, v) in x.iter_mut().enumerate() {
+            *v = (i as f32 * 0.37).sin() * 1.5;
+        }
+        // particle 1 on top of particle 0, then 1e-4 apart (energy ~1e48, beyond f32)
+        let mut batch = x.clone();
+        batch[3..6].copy_from_slice(&x[0..3]);
+        let mut near = x.clone();
+        near[3] = x[0] + 1e-4;
+        near[4] = x[1];
+        near[5] = x[2];
+        batch.extend_from_slice(&near);
+        batch.extend_from_slice(&x);
+        let mut lp = vec![0.0f32; 3];
+        let mut g = vec![1.0f32; 39 * 3];
+        let rep = t.log_prob_grad_batch(&batch, &mut lp, &mut g).unwrap();
+        assert_eq!(rep.invalid, 2);
+        assert_eq!(lp[0], f32::NEG_INFINITY);
+        assert_eq!(lp[1], f32::NEG_INFINITY);
+        assert!(lp[2].is_finite());
+        assert!(g[..78].iter().all(|&v| v == 0.0));
+        assert!(g.iter().all(|v| v.is_finite()));
+        let rep = t.log_prob_batch(&batch, &mut lp).unwrap();
+        assert_eq!(rep.invalid, 2);
+        assert!(lp[0] == f32::NEG_INFINITY && lp[1] == f32::NEG_INFINITY && lp[2].is_finite());
+    }
+}

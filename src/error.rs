@@ -1,0 +1,30 @@
+//! Library error type. The CLI wraps these with `anyhow` context (file names, flags).
+
+use std::path::PathBuf;
+
+/// Errors reported by the idem library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A target name that is not built in.
+    #[error("unknown target `{name}`; built-in targets: {known}")]
+    UnknownTarget { name: String, known: String },
+
+    /// A configuration value out of its domain (negative sigma, K = 0, ...).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// Arrays whose lengths do not match the target's dimension or each other.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+
+    /// Input values that are NaN or infinite where finite numbers are required.
+    #[error("non-finite input: {0}")]
+    NonFinite(String),
+
+    /// A `.npy` file that cannot be read or written.
+    #[error("{path}: {msg}")]
+    Npy { path: PathBuf, msg: String },
+}
+
+/// Result alias for the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

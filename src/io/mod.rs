@@ -1,0 +1,3 @@
+//! File input and output.
+
+pub mod npy;

@@ -1,0 +1,7 @@
+//! The `idem` command-line tool. See `idem --help`.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
