@@ -175,7 +175,10 @@ mod tests {
             }
         }
         // distances are translation invariant
-        for (a, b) in interatomic_distances(&x, shape).unwrap()[..3].iter().zip(&d[..3]) {
+        for (a, b) in interatomic_distances(&x, shape).unwrap()[..3]
+            .iter()
+            .zip(&d[..3])
+        {
             assert!((a - b).abs() < 1e-6);
         }
         assert!(interatomic_distances(&x[..5], shape).is_err());
