@@ -17,6 +17,7 @@ mod common;
 use common::fixture;
 use idem::Target;
 
+#[allow(clippy::needless_range_loop)] // i indexes several arrays and names the configuration
 fn check(name: &str) {
     let target = Target::by_name(name).unwrap();
     let x = fixture(&format!("{name}_x.npy"));
