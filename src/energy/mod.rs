@@ -226,10 +226,11 @@ impl Target {
                 || vec![0.0f64; dim],
                 |xs, (xi, out)| {
                     to_f64(xi, xs);
-                    let lp = energy.log_prob(xs);
+                    // an f64 log p beyond f32 range is invalid too: keep the rule "invalid ⇔ −inf"
+                    let lp = energy.log_prob(xs) as f32;
                     if lp.is_finite() {
-                        *out = lp as f32;
-                        usize::from(!out.is_finite())
+                        *out = lp;
+                        0
                     } else {
                         *out = f32::NEG_INFINITY;
                         1
@@ -237,12 +238,6 @@ impl Target {
                 },
             )
             .sum::<usize>();
-        // an f64 log p beyond f32 range is −inf in f32: keep the rule "invalid ⇔ −inf"
-        for v in logp.iter_mut() {
-            if !v.is_finite() {
-                *v = f32::NEG_INFINITY;
-            }
-        }
         self.add_calls(n as u64);
         Ok(BatchReport {
             evaluated: n,
