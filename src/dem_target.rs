@@ -19,8 +19,11 @@
 //! * Point i draws its noise from its own stream `rng::NormalStream::new(seed, i)` (fast vectorised
 //!   Box–Muller, see its docs): results are reproducible and independent of the number of threads.
 //!   Use a fresh `seed` for every batch.
-//! * Samples are processed in blocks of 64: noise for the block, one log p + ∇log p call per sample,
-//!   then the block's weights in one vectorised pass (compiled for AVX2 when the CPU has it).
+//! * Samples are processed in blocks of 64: noise for the block, one
+//!   [`Energy::log_prob_grad_block`] call for the whole block (coordinate-major, so targets with a
+//!   vectorised kernel — GMM, DW — compute across samples), then the block's weights and
+//!   weighted gradient sums in one vectorised pass. Compiled for AVX-512 / AVX2 when the CPU has
+//!   them ([`crate::multiversion!`]).
 //! * Every Monte-Carlo sample counts one energy evaluation on the [`Target`]'s counter.
 //!
 //! # Standard error
@@ -32,7 +35,7 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::energy::{checked_log_prob_grad, Energy, Target};
+use crate::energy::{Energy, Target};
 use crate::error::{Error, Result};
 use crate::noise_schedule::NoiseSchedule;
 use crate::rng::NormalStream;
@@ -121,7 +124,7 @@ impl Scratch {
         Self {
             x0: vec![0.0; dim],
             z: vec![0.0; dim * BLOCK],
-            xs: vec![0.0; dim],
+            xs: vec![0.0; dim * BLOCK],
             g: vec![0.0; dim * BLOCK],
             lp: vec![0.0; BLOCK],
             w: vec![0.0; BLOCK],
@@ -265,7 +268,7 @@ impl DemTarget {
         Ok(stats)
     }
 
-    /// [`DemTarget::point`], compiled for AVX2 + FMA when the CPU has them.
+    /// [`DemTarget::point`], compiled for the CPU's vector extensions ([`crate::multiversion!`]).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn point_dispatch<const SE: bool>(
@@ -279,34 +282,32 @@ impl DemTarget {
         out: &mut [f32],
         stderr: &mut [f32],
     ) -> DemStats {
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[allow(clippy::too_many_arguments)]
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2<const SE: bool>(
-                this: &DemTarget,
-                energy: &dyn Energy,
-                target: &Target,
-                x: &[f32],
-                t: f32,
-                normals: &mut NormalStream,
-                scr: &mut Scratch,
-                out: &mut [f32],
-                stderr: &mut [f32],
-            ) -> DemStats {
-                this.point::<SE>(energy, target, x, t, normals, scr, out, stderr)
-            }
-            if crate::simd::has_avx2() {
-                // SAFETY: the CPU supports AVX2 and FMA.
-                return unsafe {
-                    avx2::<SE>(self, energy, target, x, t, normals, scr, out, stderr)
-                };
-            }
+        let this = self;
+        macro_rules! versions {
+            ($se:literal) => {
+                crate::multiversion!((
+                    this: &DemTarget,
+                    energy: &dyn Energy,
+                    target: &Target,
+                    x: &[f32],
+                    t: f32,
+                    normals: &mut NormalStream,
+                    scr: &mut Scratch,
+                    out: &mut [f32],
+                    stderr: &mut [f32],
+                ) -> DemStats {
+                    this.point::<$se>(energy, target, x, t, normals, scr, out, stderr)
+                })
+            };
         }
-        self.point::<SE>(energy, target, x, t, normals, scr, out, stderr)
+        if SE {
+            versions!(true)
+        } else {
+            versions!(false)
+        }
     }
 
-    /// One point: blocks of [`BLOCK`] samples — noise, log p and ∇log p per sample, then the
+    /// One point: blocks of [`BLOCK`] samples — noise, log p and ∇log p for the block, then the
     /// block's weights against the running maximum (online log-sum-exp), accumulated in f64.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -348,21 +349,15 @@ impl DemTarget {
             let n = BLOCK.min(k - start);
             start += n;
             normals.fill(&mut z[..n * dim]);
-            let mut block_max = f64::NEG_INFINITY;
-            for (j, (zj, gj)) in z
-                .chunks_exact(dim)
-                .zip(g.chunks_exact_mut(dim))
-                .take(n)
-                .enumerate()
-            {
-                for ((xd, &x0d), &zd) in xs.iter_mut().zip(x0.iter()).zip(zj) {
-                    *xd = x0d + sd * f64::from(zd);
+            // coordinate-major block: coordinate d of sample j at [d·n + j]
+            for ((xd, zd), &x0d) in xs.chunks_exact_mut(n).zip(z.chunks_exact(n)).zip(x0.iter()) {
+                for (xv, &zv) in xd.iter_mut().zip(zd) {
+                    *xv = x0d + sd * f64::from(zv);
                 }
-                let l = checked_log_prob_grad(energy, xs, gj).unwrap_or(f64::NEG_INFINITY);
-                invalid += u64::from(l == f64::NEG_INFINITY);
-                block_max = block_max.max(l);
-                lp[j] = l;
             }
+            invalid +=
+                energy.log_prob_grad_block(&xs[..n * dim], &mut lp[..n], &mut g[..n * dim]) as u64;
+            let block_max = lp[..n].iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
             if block_max == f64::NEG_INFINITY {
                 continue; // the whole block is invalid
             }
@@ -381,18 +376,22 @@ impl DemTarget {
             for (wj, &l) in w[..n].iter_mut().zip(lp[..n].iter()) {
                 *wj = exp_neg(l - m); // invalid samples: e^−inf = 0
             }
-            for (&wj, gj) in w[..n].iter().zip(g.chunks_exact(dim)) {
-                s += wj;
-                s2 += wj * wj;
-                for (a, gi) in acc.iter_mut().zip(gj) {
-                    *a += wj * gi;
-                }
-                if SE {
-                    let w2 = wj * wj;
-                    for ((a1, a2), gi) in acc_w2_g.iter_mut().zip(acc_w2_gg.iter_mut()).zip(gj) {
-                        *a1 += w2 * gi;
-                        *a2 += w2 * gi * gi;
-                    }
+            let w = &mut w[..n];
+            s += crate::simd::sum(w);
+            s2 += crate::simd::dot(w, w);
+            for (d, gd) in g[..n * dim].chunks_exact(n).enumerate() {
+                acc[d] += crate::simd::dot(w, gd);
+            }
+            if SE {
+                // w² into w (the weights are not needed any more), then Σw²g and Σw²g²
+                w.iter_mut().for_each(|v| *v *= *v);
+                for (d, gd) in g[..n * dim].chunks_exact(n).enumerate() {
+                    acc_w2_g[d] += crate::simd::dot(w, gd);
+                    acc_w2_gg[d] += gd
+                        .iter()
+                        .zip(w.iter())
+                        .map(|(g, w2)| w2 * g * g)
+                        .sum::<f64>();
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! undefined there and its gradient contribution is taken as 0 (the average over directions).
 
 use super::particles::{pair_sum_any, ParticleShape};
-use super::Energy;
+use super::{log_prob_grad_each, log_prob_grad_lanes, Energy};
 
 /// The multi-particle double well.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,6 +68,111 @@ impl Energy for DoubleWell {
         pair_sum_any(x, self.shape.spatial_dim, Some(grad), |r2| {
             self.pair_logp(r2)
         })
+    }
+    fn log_prob_grad_block(&self, xs: &[f64], lp: &mut [f64], grads: &mut [f64]) -> usize {
+        if self.dim() > KERNEL_MAX_DIM {
+            return log_prob_grad_each(self, xs, lp, grads);
+        }
+        let dw = self;
+        crate::multiversion!((dw: &DoubleWell, xs: &[f64], lp: &mut [f64], grads: &mut [f64]) -> usize {
+            dw.block_kernel(xs, lp, grads)
+        })
+    }
+}
+
+/// Configurations handled together by the vectorised kernel.
+const LANES: usize = 64;
+/// Largest `dim` the vectorised kernel takes (its working set lives on the stack).
+const KERNEL_MAX_DIM: usize = 32;
+
+impl DoubleWell {
+    /// The block evaluation (coordinate-major, see [`Energy::log_prob_grad_block`]) vectorised
+    /// across configurations: for each pair, distance, energy and force are computed for
+    /// [`LANES`] configurations at once, in f32 — the reference's precision; log p agrees with the
+    /// f64 `log_prob_grad` to a few f32 ulps of Σ|pair terms| (tested), far below the Monte-Carlo
+    /// noise of the DEM target that uses it. A configuration whose f32 result is not finite
+    /// (e.g. an overflow at huge distances) is re-evaluated in f64, so validity is decided exactly
+    /// as by `log_prob_grad`.
+    #[inline(always)]
+    fn block_kernel(&self, xs: &[f64], lp: &mut [f64], grads: &mut [f64]) -> usize {
+        let n = lp.len();
+        let dim = self.dim();
+        let sd = self.shape.spatial_dim;
+        let np = self.shape.n_particles;
+        let (pa, pb, pc, off) = (
+            self.a as f32,
+            self.b as f32,
+            self.c as f32,
+            self.offset as f32,
+        );
+        let mut c = [[0.0f32; LANES]; KERNEL_MAX_DIM];
+        let mut g = [[0.0f32; LANES]; KERNEL_MAX_DIM];
+        let mut invalid = 0;
+        let mut j0 = 0;
+        while j0 < n {
+            let m = LANES.min(n - j0);
+            for (d, (cd, gd)) in c.iter_mut().zip(g.iter_mut()).take(dim).enumerate() {
+                for (v, &x) in cd.iter_mut().zip(&xs[d * n + j0..d * n + j0 + m]) {
+                    *v = x as f32;
+                }
+                cd[m..].fill(0.0);
+                gd.fill(0.0);
+            }
+            let mut acc = [0.0f32; LANES];
+            for a in 0..np {
+                for b in a + 1..np {
+                    let mut r2 = [0.0f32; LANES];
+                    for k in 0..sd {
+                        let (ca, cb) = (&c[a * sd + k], &c[b * sd + k]);
+                        for j in 0..LANES {
+                            let d = ca[j] - cb[j];
+                            r2[j] += d * d;
+                        }
+                    }
+                    let mut coef = [0.0f32; LANES];
+                    for j in 0..LANES {
+                        // as `pair_logp`, in f32
+                        let d = r2[j].sqrt();
+                        let u = d - off;
+                        let u2 = u * u;
+                        acc[j] -= pa * u2 * u2 + pb * u2 + pc;
+                        let de_dd = 4.0 * pa * u2 * u + 2.0 * pb * u;
+                        // ∂(−φ)/∂x_a = −2 φ'(r²)·(x_a − x_b), φ'(r²) = φ'(d)/(2d); 0 at d = 0
+                        coef[j] = if d > 0.0 { -de_dd / d } else { 0.0 };
+                    }
+                    for k in 0..sd {
+                        let (ia, ib) = (a * sd + k, b * sd + k);
+                        for j in 0..LANES {
+                            let v = coef[j] * (c[ia][j] - c[ib][j]);
+                            g[ia][j] += v;
+                            g[ib][j] -= v;
+                        }
+                    }
+                }
+            }
+            // finiteness per lane: v·0 is 0 for finite v and NaN otherwise
+            let mut finite = [0.0f32; LANES];
+            for (f, &a) in finite.iter_mut().zip(acc.iter()) {
+                *f = a * 0.0;
+            }
+            for (d, gd) in g.iter().take(dim).enumerate() {
+                for (f, &v) in finite.iter_mut().zip(gd.iter()) {
+                    *f += v * 0.0;
+                }
+                for (o, &v) in grads[d * n + j0..d * n + j0 + m].iter_mut().zip(gd.iter()) {
+                    *o = f64::from(v);
+                }
+            }
+            for jj in 0..m {
+                if finite[jj] == 0.0 {
+                    lp[j0 + jj] = f64::from(acc[jj]);
+                } else {
+                    invalid += log_prob_grad_lanes(self, xs, lp, grads, [j0 + jj]);
+                }
+            }
+            j0 += m;
+        }
+        invalid
     }
 }
 
