@@ -21,6 +21,18 @@ pub enum Error {
     #[error("non-finite input: {0}")]
     NonFinite(String),
 
+    /// A tensor operation failed (candle).
+    #[error("tensor error: {0}")]
+    Tensor(String),
+
+    /// A file (checkpoint, run directory) that cannot be read or written.
+    #[error("{path}: {msg}")]
+    Io { path: PathBuf, msg: String },
+
+    /// A training run produced NaN/Inf (loss, gradients or samples).
+    #[error("training diverged: {0}")]
+    Diverged(String),
+
     /// A `.npy` file that cannot be read or written.
     #[error("{path}: {msg}")]
     Npy { path: PathBuf, msg: String },

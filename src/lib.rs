@@ -5,13 +5,22 @@
 //! trainer → sampler → evaluation. See ARCHITECTURE.md for the module map and invariants.
 
 pub mod bench;
+pub mod config;
 pub mod dem_target;
 pub mod energy;
 pub mod error;
+pub mod eval;
 pub mod io;
+pub mod model;
+pub mod net;
 pub mod noise_schedule;
+pub mod plot;
+pub mod replay_buffer;
+pub mod report;
+pub mod reverse_sde;
 pub mod rng;
 pub mod simd;
+pub mod train;
 
 pub use dem_target::{DemStats, DemTarget};
 pub use energy::{Energy, ParticleShape, Target};

@@ -3,6 +3,8 @@
 
 mod bench;
 mod energy;
+mod sample;
+mod train;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,18 @@ enum Command {
     Energy(energy::EnergyArgs),
     /// Print speed benchmarks.
     Bench(bench::BenchArgs),
+    /// Train an iDEM / pDEM sampler from a preset (writes a run directory).
+    Train(train::TrainArgs),
+    /// List the built-in training presets.
+    Presets,
+    /// Draw samples from a trained run.
+    Sample(sample::SampleArgs),
+    /// Exact samples of a target that has an exact sampler (gmm40), e.g. test sets.
+    Exact(sample::ExactArgs),
+    /// Evaluate samples against reference samples (W2, energy W2, TV, ...).
+    Eval(sample::EvalArgs),
+    /// Plot samples against reference samples (log-density with samples for 2-D targets, energy histograms).
+    Plot(sample::PlotArgs),
 }
 
 /// Parse arguments, run, and map errors to a message and exit code 1.
@@ -50,6 +64,12 @@ pub fn main() -> ExitCode {
         }
         Command::Energy(args) => energy::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::Presets => train::presets(),
+        Command::Sample(args) => sample::run(&args),
+        Command::Exact(args) => sample::exact(&args),
+        Command::Eval(args) => sample::eval(&args),
+        Command::Plot(args) => sample::plot(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

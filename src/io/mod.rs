@@ -1,3 +1,4 @@
 //! File input and output.
 
+pub mod checkpoint;
 pub mod npy;

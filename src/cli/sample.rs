@@ -1,0 +1,143 @@
+//! `idem sample`, `idem exact`, `idem eval`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use idem::io::npy;
+use idem::model::ScoreModel;
+use idem::rng::stream;
+use idem::train::{exact_sampler, VALIDATION_SEED};
+use idem::Target;
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// Run directory written by `idem train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// Number of samples.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    n: usize,
+    /// Output .npy ([n, dim], target coordinates).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Checkpoint: `last` (the end of training) or `best` (best validation W2; optimistic, since
+    /// W2 on 1000 points is noisy).
+    #[arg(long, default_value = "last")]
+    checkpoint: String,
+    /// Override sampler settings, e.g. --set final_sde_steps=500 --set sde.ode=true.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+pub fn run(a: &SampleArgs) -> Result<()> {
+    let file = match a.checkpoint.as_str() {
+        "best" => "best.safetensors",
+        "last" => "checkpoint.safetensors",
+        other => bail!("--checkpoint must be `best` or `last`, got `{other}`"),
+    };
+    let mut model = ScoreModel::load(&a.run, file, &candle_core::Device::Cpu)
+        .with_context(|| format!("cannot load the model of {}", a.run.display()))?;
+    model.cfg = model.cfg.with_overrides(&a.sets)?;
+    let dim = model.target.dim();
+    let x = model.generate(a.n, a.seed, &model.cfg.final_sde(), 1000)?;
+    npy::write(&a.out, &x, &[a.n, dim])?;
+    eprintln!("idem: wrote {} samples to {}", a.n, a.out.display());
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ExactArgs {
+    #[arg(long)]
+    target: String,
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    n: usize,
+    #[arg(long)]
+    seed: u64,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn exact(a: &ExactArgs) -> Result<()> {
+    let Some(g) = exact_sampler(&a.target) else {
+        bail!(
+            "target `{}` has no exact sampler (only gmm40 has one)",
+            a.target
+        );
+    };
+    if a.seed == VALIDATION_SEED {
+        bail!("seed {VALIDATION_SEED} is the training runs' validation set; choose another for test data");
+    }
+    let x = g.sample(a.n, &mut stream(a.seed, 0));
+    npy::write(&a.out, &x, &[a.n, 2])?;
+    eprintln!("idem: wrote {} exact samples to {}", a.n, a.out.display());
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[arg(long)]
+    target: String,
+    /// Samples to judge (.npy, [n, dim] or [n, particles, spatial dim]).
+    #[arg(long)]
+    samples: PathBuf,
+    /// Reference samples (.npy).
+    #[arg(long)]
+    reference: PathBuf,
+    /// One JSON object {metric: value} instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn eval(a: &EvalArgs) -> Result<()> {
+    let target = Target::by_name(&a.target)?;
+    let read = |p: &PathBuf| -> Result<Vec<f32>> {
+        Ok(npy::read_batch(p, target.dim(), target.particles())?.data)
+    };
+    let (s, r) = (read(&a.samples)?, read(&a.reference)?);
+    let m = idem::eval::evaluate(&target, &s, &r)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&m)?);
+    } else {
+        for (k, v) in &m {
+            println!("{k:16} {v:.4}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    #[arg(long)]
+    target: String,
+    #[arg(long)]
+    samples: PathBuf,
+    #[arg(long)]
+    reference: PathBuf,
+    /// Output folder for the PNG files.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn plot(a: &PlotArgs) -> Result<()> {
+    let target = Target::by_name(&a.target)?;
+    let read = |p: &PathBuf| -> Result<Vec<f32>> {
+        Ok(npy::read_batch(p, target.dim(), target.particles())?.data)
+    };
+    let (s, r) = (read(&a.samples)?, read(&a.reference)?);
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let title = a
+        .samples
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if target.dim() == 2 && target.particles().is_none() {
+        idem::plot::density_with_samples(&a.out.join("samples.png"), &target, &s, &r, &title)?;
+    }
+    idem::plot::energy_histogram(&a.out.join("energy_hist.png"), &target, &s, &r, &title)?;
+    eprintln!("idem: plots in {}", a.out.display());
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! Training configuration: built-in presets (`presets/*.toml`, embedded), `key=value` overrides
+//! and validation. The resolved configuration is saved in every run directory.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::net::optim::LrSchedule;
+use crate::net::MlpConfig;
+use crate::noise_schedule::NoiseSchedule;
+use crate::reverse_sde::SdeConfig;
+
+/// Built-in presets: (name, TOML text).
+pub const PRESETS: &[(&str, &str)] = &[
+    ("gmm-idem", include_str!("../presets/gmm-idem.toml")),
+    ("gmm-pdem", include_str!("../presets/gmm-pdem.toml")),
+];
+
+/// Where training points come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// From the replay buffer of the model's own samples (iDEM).
+    Idem,
+    /// From the prior N(0, h(1)I) (pDEM).
+    Pdem,
+}
+
+/// How the iDEM buffer is filled before the first generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BufferInit {
+    /// Samples of the prior N(0, h(1)I).
+    Prior,
+    /// The reverse SDE driven by the Monte-Carlo DEM target itself (the reference's default).
+    Estimator,
+}
+
+/// Every setting of a training run. Coordinates seen by the network, the buffer and the sampler
+/// are the target's divided by `data_scale`; σ and score-norm values are in those coordinates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub target: String,
+    pub mode: Mode,
+    pub seed: u64,
+    pub epochs: usize,
+    pub steps_per_epoch: usize,
+    pub batch_size: usize,
+    /// K, Monte-Carlo samples of the DEM target.
+    pub num_mc_samples: usize,
+    pub lr: f64,
+    pub lr_schedule: LrSchedule,
+    /// For the cosine schedule: final lr as a fraction of `lr`.
+    pub lr_final_fraction: f64,
+    /// Global gradient-norm clipping (0 = off).
+    pub max_grad_norm: f64,
+    /// EMA of the weights used for generation (0 = off).
+    pub ema_decay: f64,
+    /// Network coordinates = target coordinates / data_scale.
+    pub data_scale: f64,
+    /// Clipping norm of the DEM target (per particle), network coordinates; 0 = off.
+    pub max_score_norm: f64,
+    /// λ(t) = h(t) + ε weighting of the loss; a negative value disables weighting (λ = 1).
+    pub loss_weight_eps: f64,
+    pub buffer_capacity: usize,
+    pub buffer_init: BufferInit,
+    pub num_init_samples: usize,
+    /// Samples generated into the buffer after every epoch.
+    pub samples_per_epoch: usize,
+    /// Evaluate on the validation set every this many epochs (the last epoch always).
+    pub eval_every: usize,
+    /// Samples generated for each evaluation and for the final `samples.npy`.
+    pub eval_samples: usize,
+    /// Euler–Maruyama steps for the final samples and `idem sample` (the per-epoch buffer
+    /// generation uses `sde.steps`, usually fewer: it runs every epoch).
+    pub final_sde_steps: usize,
+    pub schedule: NoiseSchedule,
+    pub sde: SdeConfig,
+    pub net: MlpConfig,
+}
+
+impl TrainConfig {
+    /// A built-in preset by name.
+    pub fn preset(name: &str) -> Result<Self> {
+        let text = PRESETS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown preset `{name}`; built-in presets: {}",
+                    PRESETS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        Self::from_toml(text)
+    }
+
+    /// Parse and validate a TOML configuration.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let cfg: Self = toml::from_str(text).map_err(|e| Error::Config(format!("{e}")))?;
+        cfg.validated()
+    }
+
+    /// The sampler settings for final samples: `sde` with `final_sde_steps` steps.
+    pub fn final_sde(&self) -> SdeConfig {
+        SdeConfig {
+            steps: self.final_sde_steps,
+            ..self.sde.clone()
+        }
+    }
+
+    /// This configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a configuration always serialises")
+    }
+
+    /// Apply `key=value` overrides (dotted keys reach into tables, e.g. `sde.steps=500`; values
+    /// are TOML, a bare word is taken as a string), then validate.
+    pub fn with_overrides(&self, sets: &[String]) -> Result<Self> {
+        let mut doc: toml::Table = toml::from_str(&self.to_toml()).expect("own TOML parses");
+        for s in sets {
+            let (key, raw) = s
+                .split_once('=')
+                .ok_or_else(|| Error::Config(format!("override `{s}` is not key=value")))?;
+            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|t| t.get("v").cloned())
+                .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+            let path: Vec<&str> = key.trim().split('.').collect();
+            let mut table = &mut doc;
+            for (i, part) in path.iter().enumerate() {
+                if i + 1 == path.len() {
+                    if !table.contains_key(*part) && !optional_key(part) {
+                        return Err(Error::Config(format!("unknown setting `{key}`")));
+                    }
+                    table.insert(part.to_string(), value.clone());
+                } else {
+                    table = table
+                        .get_mut(*part)
+                        .and_then(|v| v.as_table_mut())
+                        .ok_or_else(|| Error::Config(format!("unknown setting `{key}`")))?;
+                }
+            }
+        }
+        let cfg: Self = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e| Error::Config(format!("{e}")))?;
+        cfg.validated()
+    }
+
+    fn validated(self) -> Result<Self> {
+        let bad = |m: &str| Err(Error::Config(format!("{m} (configuration: {self:?})")));
+        if self.epochs == 0 || self.steps_per_epoch == 0 || self.batch_size == 0 {
+            return bad("epochs, steps_per_epoch and batch_size must be positive");
+        }
+        if self.num_mc_samples == 0
+            || self.samples_per_epoch == 0
+            || self.eval_samples == 0
+            || self.final_sde_steps == 0
+        {
+            return bad("num_mc_samples, samples_per_epoch and eval_samples must be positive");
+        }
+        if !(self.lr > 0.0 && self.data_scale > 0.0) || self.max_grad_norm < 0.0 {
+            return bad("lr and data_scale must be positive, max_grad_norm ≥ 0");
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) || self.max_score_norm < 0.0 {
+            return bad("ema_decay must be in [0, 1) and max_score_norm ≥ 0");
+        }
+        if self.buffer_capacity == 0 || self.eval_every == 0 {
+            return bad("buffer_capacity and eval_every must be positive");
+        }
+        self.schedule.validated()?;
+        Ok(self)
+    }
+}
+
+/// Settings that may be absent from a TOML file (optional values) yet set by an override.
+fn optional_key(k: &str) -> bool {
+    k == "max_score_norm"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_round_trip() {
+        for (name, _) in PRESETS {
+            let c = TrainConfig::preset(name).unwrap();
+            assert_eq!(TrainConfig::from_toml(&c.to_toml()).unwrap(), c);
+        }
+        assert_eq!(TrainConfig::preset("gmm-pdem").unwrap().mode, Mode::Pdem);
+        assert!(TrainConfig::preset("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("gmm-idem"));
+    }
+
+    #[test]
+    fn overrides_reach_nested_keys_and_reject_unknown_ones() {
+        let c = TrainConfig::preset("gmm-idem").unwrap();
+        let o = c
+            .with_overrides(&[
+                "epochs=3".into(),
+                "sde.steps=50".into(),
+                "schedule.sigma_max=2.0".into(),
+                "mode=pdem".into(),
+                "sde.max_score_norm=10".into(),
+            ])
+            .unwrap();
+        assert_eq!((o.epochs, o.sde.steps, o.mode), (3, 50, Mode::Pdem));
+        assert_eq!(o.sde.max_score_norm, Some(10.0));
+        assert!(c.with_overrides(&["epoch=3".into()]).is_err());
+        assert!(c.with_overrides(&["sde.stepz=3".into()]).is_err());
+        assert!(c.with_overrides(&["epochs=0".into()]).is_err());
+        assert!(c.with_overrides(&["epochs".into()]).is_err());
+    }
+}

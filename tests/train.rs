@@ -1,0 +1,207 @@
+//! End-to-end tests of training on a tiny budget: the run directory, resume, sampling,
+//! evaluation, determinism and divergence handling, through the `idem` binary.
+
+use std::path::Path;
+use std::process::Command;
+
+use idem::io::npy;
+
+fn idem(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_idem"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .expect("run idem");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A budget of a few seconds.
+const TINY: &[&str] = &[
+    "--set",
+    "steps_per_epoch=5",
+    "--set",
+    "batch_size=64",
+    "--set",
+    "num_mc_samples=32",
+    "--set",
+    "samples_per_epoch=100",
+    "--set",
+    "eval_samples=100",
+    "--set",
+    "num_init_samples=128",
+    "--set",
+    "sde.steps=40",
+    "--set",
+    "net.hidden=32",
+    "--set",
+    "net.emb_size=16",
+];
+
+fn train(dir: &Path, extra: &[&str]) -> (bool, String, String) {
+    let d = dir.display().to_string();
+    let mut args = vec!["train", "--quiet", "--out", &d];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(extra);
+    idem(&args)
+}
+
+fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn train_writes_a_complete_run_and_resume_continues_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let (ok, out, err) = train(&run, &["--set", "epochs=2"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("w2") && out.contains("plots"), "{out}");
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "checkpoint.safetensors",
+        "best.safetensors",
+        "samples.npy",
+        "summary.json",
+        "plots/samples.png",
+        "plots/energy_hist.png",
+    ] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    let m = metrics(&run);
+    assert_eq!(m.len(), 2);
+    for key in [
+        "epoch",
+        "loss",
+        "wall_s",
+        "energy_calls",
+        "val_w2",
+        "val_energy_w2",
+        "val_tv",
+    ] {
+        assert!(
+            m[1].get(key).is_some(),
+            "metrics line lacks {key}: {}",
+            m[1]
+        );
+    }
+    // DEM calls: 2 epochs × 5 steps × 64 points × 32 samples
+    assert_eq!(m[1]["energy_calls"], 2 * 5 * 64 * 32);
+    let s = npy::read(&run.join("samples.npy")).unwrap();
+    assert_eq!(s.shape, vec![100, 2]);
+
+    // a second `train` into the same directory is refused; resume extends the run
+    let (ok, _, err) = train(&run, &["--set", "epochs=3"]);
+    assert!(!ok && err.contains("--resume"), "{err}");
+    let d = run.display().to_string();
+    let (ok, _, err) = idem(&["train", "--quiet", "--resume", &d, "--set", "epochs=3"]);
+    assert!(ok, "{err}");
+    let m = metrics(&run);
+    assert_eq!(
+        m.iter()
+            .map(|l| l["epoch"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+
+    // sampling from the run and evaluating against exact samples
+    let samples = tmp.path().join("s.npy");
+    let reference = tmp.path().join("r.npy");
+    let sp = samples.display().to_string();
+    let rp = reference.display().to_string();
+    let (ok, _, err) = idem(&[
+        "sample",
+        "--run",
+        &d,
+        "-n",
+        "50",
+        "--out",
+        &sp,
+        "--set",
+        "final_sde_steps=20",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = idem(&[
+        "exact", "--target", "gmm40", "-n", "50", "--seed", "9", "--out", &rp,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = idem(&[
+        "eval",
+        "--target",
+        "gmm40",
+        "--samples",
+        &sp,
+        "--reference",
+        &rp,
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        v["w2"].as_f64().unwrap() > 0.0 && v["tv"].as_f64().unwrap() <= 1.0,
+        "{v}"
+    );
+}
+
+/// Same seed, same numbers; and stopping after epoch 1 then resuming gives the run that was
+/// never interrupted (all state — weights, Adam moments, buffer, counters — is in the checkpoint).
+#[test]
+fn training_is_deterministic_and_resume_is_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    assert!(train(&a, &["--set", "epochs=2"]).0);
+    assert!(train(&b, &["--set", "epochs=1"]).0);
+    let d = b.display().to_string();
+    assert!(idem(&["train", "--quiet", "--resume", &d, "--set", "epochs=2"]).0);
+    let read = |p: &Path| npy::read(&p.join("samples.npy")).unwrap().data;
+    assert_eq!(read(&a), read(&b));
+    let (ma, mb) = (metrics(&a), metrics(&b));
+    assert_eq!(ma[1]["loss"], mb[1]["loss"]);
+    assert_eq!(ma[1]["val_w2"], mb[1]["val_w2"]);
+    // a different seed gives different samples
+    let c = tmp.path().join("c");
+    assert!(train(&c, &["--set", "epochs=2", "--seed", "5"]).0);
+    assert_ne!(read(&a), read(&c));
+}
+
+#[test]
+fn divergence_stops_with_an_error_and_bad_settings_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("nan");
+    let (ok, _, err) = train(
+        &run,
+        &[
+            "--set",
+            "epochs=2",
+            "--set",
+            "lr=1e30",
+            "--set",
+            "max_grad_norm=0",
+        ],
+    );
+    assert!(!ok, "a diverging run must fail");
+    assert!(
+        err.contains("diverged") || err.contains("non-finite"),
+        "{err}"
+    );
+    let (ok, _, err) = idem(&["train", "--preset", "nope"]);
+    assert!(!ok && err.contains("gmm-idem"), "{err}");
+    let (ok, _, err) = idem(&[
+        "train",
+        "--set",
+        "epoch=3",
+        "--out",
+        &tmp.path().join("x").display().to_string(),
+    ]);
+    assert!(!ok && err.contains("unknown setting"), "{err}");
+    let (ok, out, _) = idem(&["presets"]);
+    assert!(ok && out.contains("gmm-idem") && out.contains("gmm-pdem"));
+}
