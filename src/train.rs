@@ -263,8 +263,9 @@ impl Trainer {
         self.buffer.push(&xs)
     }
 
-    /// One gradient step; returns (loss, gradient norm, the DEM target's diagnostics).
-    fn step(&mut self, step: usize, lr: f64) -> Result<(f64, f64, DemStats)> {
+    /// One gradient step; returns (loss, gradient norm, the DEM target's diagnostics, seconds
+    /// spent on the DEM target).
+    fn step(&mut self, step: usize, lr: f64) -> Result<(f64, f64, DemStats, f64)> {
         let cfg = self.cfg().clone();
         let dim = self.model.target.dim();
         let b = cfg.batch_size;
@@ -286,7 +287,9 @@ impl Trainer {
                 *x += sd * e;
             }
         }
+        let dem_start = Instant::now();
         let (target, stats) = self.dem_targets(&xt, &t, self.seed(5, self.epoch, step))?;
+        let dem_s = dem_start.elapsed().as_secs_f64();
         let lam: Vec<f32> = t
             .iter()
             .map(|&ti| {
@@ -318,7 +321,7 @@ impl Trainer {
         if let Some(e) = self.ema.as_mut() {
             e.update()?;
         }
-        Ok((loss_v, info.grad_norm, stats))
+        Ok((loss_v, info.grad_norm, stats, dem_s))
     }
 
     /// Generate `n` samples (network coordinates) with the generation weights (EMA if on).
@@ -368,10 +371,11 @@ impl Trainer {
         let cfg = self.cfg().clone();
         let progress = self.epoch as f64 / cfg.epochs as f64;
         let lr = cfg.lr_schedule.lr(cfg.lr, progress, cfg.lr_final_fraction);
-        let (mut loss_sum, mut gn_sum, mut ess_sum) = (0.0, 0.0, 0.0);
+        let (mut loss_sum, mut gn_sum, mut ess_sum, mut dem_s) = (0.0, 0.0, 0.0, 0.0);
         let mut clipped = 0u64;
         for step in 0..cfg.steps_per_epoch {
-            let (l, g, st) = self.step(step, lr)?;
+            let (l, g, st, d) = self.step(step, lr)?;
+            dem_s += d;
             loss_sum += l;
             gn_sum += g;
             ess_sum += st.mean_ess;
@@ -422,6 +426,7 @@ impl Trainer {
             "wall_s": self.wall_s,
             "energy_calls": self.energy_calls,
             "train_s": train_s,
+            "dem_target_s": dem_s,
             "generate_s": generate_s,
             "eval_s": eval_s,
             "buffer": self.buffer.len(),

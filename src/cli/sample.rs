@@ -92,11 +92,7 @@ pub struct EvalArgs {
 }
 
 pub fn eval(a: &EvalArgs) -> Result<()> {
-    let target = Target::by_name(&a.target)?;
-    let read = |p: &PathBuf| -> Result<Vec<f32>> {
-        Ok(npy::read_batch(p, target.dim(), target.particles())?.data)
-    };
-    let (s, r) = (read(&a.samples)?, read(&a.reference)?);
+    let (target, s, r) = read_pair(&a.target, &a.samples, &a.reference)?;
     let m = idem::eval::evaluate(&target, &s, &r)?;
     if a.json {
         println!("{}", serde_json::to_string(&m)?);
@@ -122,11 +118,7 @@ pub struct PlotArgs {
 }
 
 pub fn plot(a: &PlotArgs) -> Result<()> {
-    let target = Target::by_name(&a.target)?;
-    let read = |p: &PathBuf| -> Result<Vec<f32>> {
-        Ok(npy::read_batch(p, target.dim(), target.particles())?.data)
-    };
-    let (s, r) = (read(&a.samples)?, read(&a.reference)?);
+    let (target, s, r) = read_pair(&a.target, &a.samples, &a.reference)?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let title = a
@@ -140,4 +132,14 @@ pub fn plot(a: &PlotArgs) -> Result<()> {
     idem::plot::energy_histogram(&a.out.join("energy_hist.png"), &target, &s, &r, &title)?;
     eprintln!("idem: plots in {}", a.out.display());
     Ok(())
+}
+
+/// The target and two sample files of it (`[n, dim]`, checked against the target's shape).
+fn read_pair(target: &str, a: &PathBuf, b: &PathBuf) -> Result<(Target, Vec<f32>, Vec<f32>)> {
+    let target = Target::by_name(target)?;
+    let read = |p: &PathBuf| -> Result<Vec<f32>> {
+        Ok(npy::read_batch(p, target.dim(), target.particles())?.data)
+    };
+    let (x, y) = (read(a)?, read(b)?);
+    Ok((target, x, y))
 }

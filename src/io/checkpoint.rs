@@ -18,15 +18,8 @@ fn io_err(path: &Path, msg: impl std::fmt::Display) -> Error {
 /// Write `tensors` to `path` atomically.
 pub fn save(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<()> {
     let map: HashMap<String, Tensor> = tensors.into_iter().collect();
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| io_err(path, "is not a file path"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp =
+        super::npy::temporary_sibling(path).ok_or_else(|| io_err(path, "is not a file path"))?;
     candle_core::safetensors::save(&map, &tmp)
         .map_err(|e| io_err(path, format!("cannot write: {e}")))?;
     std::fs::rename(&tmp, path).map_err(|e| {

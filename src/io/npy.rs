@@ -147,20 +147,24 @@ pub fn write(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
     write_atomic(path, &buf)
 }
 
-/// Write bytes to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// A temporary file name next to `path` (same folder, so a rename is atomic), or `None` if
+/// `path` names no file.
+pub fn temporary_sibling(path: &Path) -> Option<PathBuf> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| npy_err(path, "is not a file path"))?;
-    let tmp = dir.join(format!(
+    let name = path.file_name()?;
+    Some(dir.join(format!(
         ".{}.tmp-{}",
         name.to_string_lossy(),
         std::process::id()
-    ));
+    )))
+}
+
+/// Write bytes to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temporary_sibling(path).ok_or_else(|| npy_err(path, "is not a file path"))?;
     fs::write(&tmp, bytes).map_err(|e| npy_err(path, format!("cannot write: {e}")))?;
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
