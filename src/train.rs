@@ -95,9 +95,9 @@ impl Trainer {
             path: dir.to_path_buf(),
             msg: format!("cannot create the run directory: {e}"),
         })?;
+        let mut t = Self::build(cfg, dir, device)?;
         npy::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
         let _ = std::fs::remove_file(dir.join("metrics.jsonl"));
-        let mut t = Self::build(cfg, dir, device)?;
         t.fill_initial_buffer()?;
         Ok(t)
     }
