@@ -161,3 +161,161 @@ pub fn run_target_case(case: &TargetCase, repeats: usize, seed: u64) -> Result<T
         repeats: times.len(),
     })
 }
+
+/// One EGNN timing shape: the reference architecture of a particle task.
+#[derive(Clone, Debug)]
+pub struct NetCase {
+    pub task: &'static str,
+    pub target: &'static str,
+    pub layers: usize,
+    pub hidden: usize,
+    /// Training batch and sampler batch.
+    pub train_b: usize,
+    pub sample_b: usize,
+    /// The published reference's seconds per EGNN train step and per sampler step on this
+    /// machine (2 threads), as ms.
+    pub reference_train_ms: f64,
+    pub reference_sample_ms: f64,
+}
+
+/// DW-4 (3×128, train B = 512, sampler B = 1000), LJ-13 (5×128, 512, 1000), LJ-55 (5×128, 128,
+/// 128): the reference's architectures and batch sizes.
+pub fn net_cases() -> Vec<NetCase> {
+    vec![
+        NetCase {
+            task: "dw4",
+            target: "dw4",
+            layers: 3,
+            hidden: 128,
+            train_b: 512,
+            sample_b: 1000,
+            reference_train_ms: 140.0,
+            reference_sample_ms: 100.0,
+        },
+        NetCase {
+            task: "lj13",
+            target: "lj13",
+            layers: 5,
+            hidden: 128,
+            train_b: 512,
+            sample_b: 1000,
+            reference_train_ms: 4_100.0,
+            reference_sample_ms: 3_600.0,
+        },
+        NetCase {
+            task: "lj55",
+            target: "lj55",
+            layers: 5,
+            hidden: 128,
+            train_b: 128,
+            sample_b: 128,
+            reference_train_ms: 22_000.0,
+            reference_sample_ms: 7_000.0,
+        },
+    ]
+}
+
+/// Measured EGNN figures for one shape (one JSON line with `--json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct NetResult {
+    pub task: String,
+    pub layers: usize,
+    pub hidden: usize,
+    #[serde(rename = "B_train")]
+    pub b_train: usize,
+    #[serde(rename = "B_sample")]
+    pub b_sample: usize,
+    /// Median ms of one training step: forward, λ-weighted squared-error loss, backward,
+    /// gradient-norm clipping and the Adam update.
+    pub train_ms: f64,
+    /// Median ms of one reverse-SDE step: a forward pass without gradients and the update.
+    pub sample_ms: f64,
+    pub reference_train_ms: f64,
+    pub reference_sample_ms: f64,
+    pub train_speedup: f64,
+    pub sample_speedup: f64,
+    pub threads: usize,
+    pub repeats: usize,
+}
+
+fn median_ms(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, usize)> {
+    f()?; // warm-up
+    let mut times = Vec::with_capacity(repeats.max(1));
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], times.len()))
+}
+
+/// Time the EGNN of one case on the CPU device.
+pub fn run_net_case(case: &NetCase, repeats: usize, seed: u64) -> Result<NetResult> {
+    use crate::net::optim::Adam;
+    use crate::net::{Egnn, EgnnConfig, Params, ScoreNet};
+    use candle_core::{Device, Tensor};
+    let target = Target::by_name(case.target)?;
+    let p = target
+        .particles()
+        .expect("net benchmarks are particle targets");
+    let dev = Device::Cpu;
+    let mut params = Params::new(&dev);
+    let cfg = EgnnConfig {
+        hidden: case.hidden,
+        layers: case.layers,
+        ..EgnnConfig::default()
+    };
+    let net = Egnn::new(
+        &mut params,
+        p.n_particles,
+        p.spatial_dim,
+        &cfg,
+        &mut stream(seed, 9),
+    )?;
+    let mut adam = Adam::new(&params)?;
+    let dim = target.dim();
+    let xb = bench_points(&target, case.train_b, seed);
+    let x = Tensor::from_vec(xb, (case.train_b, dim), &dev)?;
+    let t = Tensor::from_vec(
+        (0..case.train_b)
+            .map(|i| (i as f32 + 0.5) / case.train_b as f32)
+            .collect::<Vec<_>>(),
+        case.train_b,
+        &dev,
+    )?;
+    let y = x.affine(-0.5, 0.0)?;
+    let (train_ms, repeats_done) = median_ms(repeats, || {
+        let loss = (net.forward(&x, &t)? - &y)?.sqr()?.mean_all()?;
+        let grads = loss.backward()?;
+        adam.step(&grads, 1e-4, Some(1.0))?;
+        Ok(())
+    })?;
+    let xs = Tensor::from_vec(
+        bench_points(&target, case.sample_b, seed ^ 1),
+        (case.sample_b, dim),
+        &dev,
+    )?;
+    let ts = Tensor::full(0.5f32, case.sample_b, &dev)?;
+    let infer = net.detached();
+    let (sample_ms, _) = median_ms(repeats, || {
+        let s = infer.forward(&xs, &ts)?;
+        let _next = (&xs + s.affine(1e-3, 0.0)?)?;
+        Ok(())
+    })?;
+    Ok(NetResult {
+        task: case.task.to_string(),
+        layers: case.layers,
+        hidden: case.hidden,
+        b_train: case.train_b,
+        b_sample: case.sample_b,
+        train_ms,
+        sample_ms,
+        reference_train_ms: case.reference_train_ms,
+        reference_sample_ms: case.reference_sample_ms,
+        train_speedup: case.reference_train_ms / train_ms,
+        sample_speedup: case.reference_sample_ms / sample_ms,
+        threads: rayon::current_num_threads(),
+        repeats: repeats_done,
+    })
+}

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::net::optim::LrSchedule;
-use crate::net::MlpConfig;
+use crate::net::NetConfig;
 use crate::noise_schedule::NoiseSchedule;
 use crate::reverse_sde::SdeConfig;
 
@@ -13,6 +13,13 @@ use crate::reverse_sde::SdeConfig;
 pub const PRESETS: &[(&str, &str)] = &[
     ("gmm-idem", include_str!("../presets/gmm-idem.toml")),
     ("gmm-pdem", include_str!("../presets/gmm-pdem.toml")),
+    ("dw4-idem", include_str!("../presets/dw4-idem.toml")),
+    ("dw4-pdem", include_str!("../presets/dw4-pdem.toml")),
+    ("dw4-fast", include_str!("../presets/dw4-fast.toml")),
+    ("lj13-idem", include_str!("../presets/lj13-idem.toml")),
+    ("lj13-pdem", include_str!("../presets/lj13-pdem.toml")),
+    ("lj13-fast", include_str!("../presets/lj13-fast.toml")),
+    ("lj55-idem", include_str!("../presets/lj55-idem.toml")),
 ];
 
 /// Where training points come from.
@@ -71,12 +78,17 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Samples generated for each evaluation and for the final `samples.npy`.
     pub eval_samples: usize,
+    /// Validation (model-selection) data: empty for the built-in choice — GMM-40's exact sampler
+    /// with `train::VALIDATION_SEED`, or `<IDEM_DATA_DIR>/<target>_val.npy` where that file exists
+    /// (DW-4, LJ-13) — else the path of a `.npy` file. Without data, runs skip validation.
+    #[serde(default)]
+    pub validation: String,
     /// Euler–Maruyama steps for the final samples and `idem sample` (the per-epoch buffer
     /// generation uses `sde.steps`, usually fewer: it runs every epoch).
     pub final_sde_steps: usize,
     pub schedule: NoiseSchedule,
     pub sde: SdeConfig,
-    pub net: MlpConfig,
+    pub net: NetConfig,
 }
 
 impl TrainConfig {

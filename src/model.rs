@@ -9,7 +9,7 @@ use crate::config::TrainConfig;
 use crate::energy::Target;
 use crate::error::{Error, Result};
 use crate::io::checkpoint;
-use crate::net::{Mlp, Params, ScoreNet};
+use crate::net::{Net, Params, ScoreNet};
 use crate::noise_schedule::NoiseSchedule;
 use crate::reverse_sde::{self, SdeConfig};
 use crate::rng::stream;
@@ -19,7 +19,9 @@ pub struct ScoreModel {
     pub cfg: TrainConfig,
     pub target: Target,
     pub params: Params,
-    pub net: Mlp,
+    pub net: Net,
+    /// `net` on detached weights, for generation (no backward graph is built).
+    pub infer: Net,
     pub device: Device,
 }
 
@@ -28,9 +30,10 @@ impl ScoreModel {
     pub fn new(cfg: &TrainConfig, device: &Device) -> Result<Self> {
         let target = Target::by_name(&cfg.target)?;
         let mut params = Params::new(device);
-        let net = Mlp::new(
+        let net = Net::new(
             &mut params,
             target.dim(),
+            target.particles(),
             &cfg.net,
             &mut stream(cfg.seed, 0x1417),
         )?;
@@ -38,6 +41,7 @@ impl ScoreModel {
             cfg: cfg.clone(),
             target,
             params,
+            infer: net.detached(),
             net,
             device: device.clone(),
         })
@@ -71,7 +75,7 @@ impl ScoreModel {
         let xt = Tensor::from_slice(x, (n, dim), &self.device)?;
         let tt = Tensor::full(t, n, &self.device)?;
         Ok(self
-            .net
+            .infer
             .forward(&xt, &tt)?
             .detach()
             .flatten_all()?

@@ -1,11 +1,12 @@
 //! PNG plots of a run (plotters, bitmap backend): the log-density of 2-D targets with samples on
-//! top, and energy histograms of samples vs reference.
+//! top, and histograms of energies and interatomic distances, samples vs reference.
 
 use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::energy::Target;
+use crate::energy::particles::interatomic_distances;
+use crate::energy::{ParticleShape, Target};
 use crate::error::{Error, Result};
 
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -13,6 +14,33 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
         path: path.to_path_buf(),
         msg: format!("cannot draw plot: {e}"),
     }
+}
+
+/// Every plot that fits the target, into folder `dir`: `samples.png` (2-D non-particle targets),
+/// `energy_hist.png`, and `distance_hist.png` (particle targets). Returns the files written.
+pub fn sample_plots(
+    dir: &Path,
+    target: &Target,
+    samples: &[f32],
+    reference: &[f32],
+    title: &str,
+) -> Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| plot_err(dir, e))?;
+    let mut out = Vec::new();
+    if target.dim() == 2 && target.particles().is_none() {
+        let p = dir.join("samples.png");
+        density_with_samples(&p, target, samples, reference, title)?;
+        out.push(p);
+    }
+    let p = dir.join("energy_hist.png");
+    energy_histogram(&p, target, samples, reference, title)?;
+    out.push(p);
+    if let Some(shape) = target.particles() {
+        let p = dir.join("distance_hist.png");
+        distance_histogram(&p, shape, samples, reference, title)?;
+        out.push(p);
+    }
+    Ok(out)
 }
 
 /// log p of a 2-D target as a heat map over the square covering `samples` and `reference`,
@@ -89,9 +117,8 @@ pub fn density_with_samples(
     root.present().map_err(|e| plot_err(path, e))
 }
 
-/// Histograms (60 bins, as densities) of the energies E = −log p of `samples` and `reference`
-/// over the reference's 0.5–99.5% range widened by 10%; values outside are counted in the edge
-/// bins, and how many is written in the caption.
+/// Energy histograms (E = −log p) of samples and reference, density-normalised, over the
+/// reference's 0.5–99.5% range widened by 10%; values outside are counted in the title.
 pub fn energy_histogram(
     path: &Path,
     target: &Target,
@@ -105,10 +132,39 @@ pub fn energy_histogram(
         Ok(lp.iter().map(|v| -f64::from(*v)).collect())
     };
     let (es, er) = (energies(samples)?, energies(reference)?);
+    histogram_pair(path, &es, &er, "energy E = -log p", title)
+}
+
+/// Histograms of all interatomic distances |x_i − x_j| (i < j) of samples and reference.
+pub fn distance_histogram(
+    path: &Path,
+    shape: ParticleShape,
+    samples: &[f32],
+    reference: &[f32],
+    title: &str,
+) -> Result<()> {
+    let dist = |x: &[f32]| -> Result<Vec<f64>> {
+        Ok(interatomic_distances(x, shape)?
+            .into_iter()
+            .map(f64::from)
+            .collect())
+    };
+    histogram_pair(
+        path,
+        &dist(samples)?,
+        &dist(reference)?,
+        "interatomic distance",
+        title,
+    )
+}
+
+/// Two density-normalised histograms (60 bins) over the reference's 0.5–99.5% range widened by
+/// 10%; values outside the range (and non-finite ones) are counted in the title.
+fn histogram_pair(path: &Path, es: &[f64], er: &[f64], xlabel: &str, title: &str) -> Result<()> {
     let mut sorted: Vec<f64> = er.iter().cloned().filter(|v| v.is_finite()).collect();
     sorted.sort_by(f64::total_cmp);
     if sorted.is_empty() {
-        return Err(plot_err(path, "reference has no finite energy"));
+        return Err(plot_err(path, "reference has no finite value"));
     }
     let q = |f: f64| sorted[((sorted.len() - 1) as f64 * f) as usize];
     let (a, b) = (q(0.005), q(0.995));
@@ -132,7 +188,7 @@ pub fn energy_histogram(
         }
         (h, out)
     };
-    let ((hs, out_s), (hr, out_r)) = (hist(&es), hist(&er));
+    let ((hs, out_s), (hr, out_r)) = (hist(es), hist(er));
     let top = hs.iter().chain(&hr).cloned().fold(0.0, f64::max) * 1.1;
     let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
@@ -146,7 +202,7 @@ pub fn energy_histogram(
         .map_err(|e| plot_err(path, e))?;
     chart
         .configure_mesh()
-        .x_desc("energy E = -log p")
+        .x_desc(xlabel)
         .y_desc("density")
         .draw()
         .map_err(|e| plot_err(path, e))?;

@@ -1,4 +1,4 @@
-//! The end of a training run: final samples from the best checkpoint, their evaluation on the
+//! The end of a training run: final samples from the last checkpoint, their evaluation on the
 //! validation set, `samples.npy`, `summary.json` and the plots.
 
 use serde_json::json;
@@ -31,8 +31,16 @@ pub fn finish_run(trainer: &Trainer) -> Result<String> {
         &samples,
         &[samples.len() / dim, dim],
     )?;
-    let validation = validation_set(&cfg.target, cfg.eval_samples)?;
-    let metrics = eval::evaluate(&model.target.clone(), &samples, &validation)?;
+    let validation = validation_set(cfg)?;
+    let metrics = match &validation {
+        Some(v) => Some(eval::evaluate_with(
+            &model.target.clone(),
+            &samples,
+            v,
+            true,
+        )?),
+        None => None,
+    };
     let (wall, calls) = trainer.totals();
     let summary = json!({
         "checkpoint": file,
@@ -49,33 +57,23 @@ pub fn finish_run(trainer: &Trainer) -> Result<String> {
     )?;
     let mut notes = Vec::new();
     let plots = dir.join("plots");
-    let _ = std::fs::create_dir_all(&plots);
     let title = format!("{} {:?}, {} epochs", cfg.target, cfg.mode, trainer.epoch);
-    if dim == 2 && model.target.particles().is_none() {
-        if let Err(e) = plot::density_with_samples(
-            &plots.join("samples.png"),
-            &model.target,
-            &samples,
-            &validation,
-            &title,
-        ) {
-            notes.push(format!("warning: {e}"));
+    match &validation {
+        Some(v) => {
+            if let Err(e) = plot::sample_plots(&plots, &model.target, &samples, v, &title) {
+                notes.push(format!("warning: {e}"));
+            }
         }
-    }
-    if let Err(e) = plot::energy_histogram(
-        &plots.join("energy_hist.png"),
-        &model.target,
-        &samples,
-        &validation,
-        &title,
-    ) {
-        notes.push(format!("warning: {e}"));
+        None => notes.push(format!(
+            "no validation data for {} (see `validation` in config.toml): no metrics or plots",
+            cfg.target
+        )),
     }
     let mut out = format!(
         "validation metrics of {} samples from {file}:\n",
         samples.len() / dim
     );
-    for (k, v) in &metrics {
+    for (k, v) in metrics.iter().flatten() {
         out.push_str(&format!("  {k:16} {v:.4}\n"));
     }
     out.push_str(&format!(

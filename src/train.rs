@@ -29,7 +29,7 @@ use serde_json::json;
 use crate::config::{BufferInit, Mode, TrainConfig};
 use crate::dem_target::{DemStats, DemTarget};
 use crate::energy::particles::remove_mean;
-use crate::energy::Gmm;
+use crate::energy::{Gmm, Target};
 use crate::error::{Error, Result};
 use crate::eval::{self, Metrics};
 use crate::io::{checkpoint, npy};
@@ -46,11 +46,27 @@ pub const VALIDATION_SEED: u64 = 0x0005_EED0_0000_0001;
 /// Points per reverse-SDE batch during training.
 const GENERATION_BATCH: usize = 1000;
 
-/// Validation (model-selection) data for built-in targets with an exact sampler.
-pub fn validation_set(target: &str, n: usize) -> Result<Vec<f32>> {
-    exact_sampler(target)
-        .map(|g| g.sample(n, &mut stream(VALIDATION_SEED, 0)))
-        .ok_or_else(|| Error::Config(format!("no built-in validation data for target `{target}`")))
+/// Validation (model-selection) data of a run, in the target's coordinates (see
+/// [`TrainConfig::validation`]): `cfg.eval_samples` exact samples, or all rows of the file (the
+/// W2 metrics use its first rows, the histogram and energy metrics all); `None` where there is none.
+pub fn validation_set(cfg: &TrainConfig) -> Result<Option<Vec<f32>>> {
+    let n = cfg.eval_samples;
+    let target = Target::by_name(&cfg.target)?;
+    let path = if cfg.validation.is_empty() {
+        if let Some(g) = exact_sampler(&cfg.target) {
+            return Ok(Some(g.sample(n, &mut stream(VALIDATION_SEED, 0))));
+        }
+        let p = crate::io::data_dir().join(format!("{}_val.npy", cfg.target.to_lowercase()));
+        if !p.exists() {
+            return Ok(None);
+        }
+        p
+    } else {
+        PathBuf::from(&cfg.validation)
+    };
+    Ok(Some(
+        npy::read_batch(&path, target.dim(), target.particles())?.data,
+    ))
 }
 
 /// The exact sampler of a built-in target, where one exists (GMM-40).
@@ -78,7 +94,7 @@ pub struct Trainer {
     wall_s: f64,
     energy_calls: u64,
     best_w2: f64,
-    validation: Vec<f32>,
+    validation: Option<Vec<f32>>,
     dir: PathBuf,
 }
 
@@ -176,7 +192,7 @@ impl Trainer {
             None
         };
         let buffer = ReplayBuffer::new(model.target.dim(), cfg.buffer_capacity)?;
-        let validation = validation_set(&cfg.target, cfg.eval_samples)?;
+        let validation = validation_set(cfg)?;
         Ok(Self {
             model,
             dem,
@@ -390,7 +406,8 @@ impl Trainer {
         let generate_s = gen_start.elapsed().as_secs_f64();
         self.epoch += 1;
         let eval_start = Instant::now();
-        let metrics = if self.epoch % cfg.eval_every == 0 || self.epoch == cfg.epochs {
+        let due = self.epoch % cfg.eval_every == 0 || self.epoch == cfg.epochs;
+        let metrics = if due && self.validation.is_some() {
             let eval_target = self.model.target.clone(); // its own counter: not a training cost
             let mut s = self.to_target_coords(&samples);
             if samples.len() / self.model.target.dim() < cfg.eval_samples {
@@ -398,7 +415,8 @@ impl Trainer {
                 let more = self.generate(cfg.eval_samples, seed)?;
                 s = self.to_target_coords(&more);
             }
-            Some(eval::evaluate(&eval_target, &s, &self.validation)?)
+            let validation = self.validation.as_deref().unwrap_or_default();
+            Some(eval::evaluate(&eval_target, &s, validation)?)
         } else {
             None
         };

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use idem::bench::{run_target_case, target_cases};
+use idem::bench::{net_cases, run_net_case, run_target_case, target_cases};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -27,10 +27,77 @@ enum BenchWhat {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Milliseconds per EGNN training step and per sampler step at the reference architectures.
+    Net {
+        /// One JSON object per line: {"task", "B_train", "train_ms", "sample_ms", ...}.
+        #[arg(long)]
+        json: bool,
+        /// Timed repetitions per shape (after one warm-up).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Only these tasks (dw4, lj13, lj55); repeatable.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Seed for weights and points.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.what {
+        BenchWhat::Net {
+            json,
+            repeats,
+            only,
+            seed,
+        } => {
+            let cases: Vec<_> = net_cases()
+                .into_iter()
+                .filter(|c| only.is_empty() || only.iter().any(|o| o == c.task))
+                .collect();
+            if cases.is_empty() {
+                bail!("no benchmark matches --only {only:?}; tasks: dw4, lj13, lj55");
+            }
+            if !json {
+                println!(
+                    "EGNN, {} threads, median of {repeats} (reference: PyTorch EGNN_dynamics, 2 threads)",
+                    rayon::current_num_threads()
+                );
+                println!(
+                    "{:6} {:>7} {:>8} {:>9} {:>11} {:>9} {:>9} {:>11} {:>9}",
+                    "task",
+                    "layers",
+                    "B train",
+                    "train ms",
+                    "ref ms",
+                    "speedup",
+                    "B sample",
+                    "sample ms",
+                    "speedup"
+                );
+            }
+            for case in &cases {
+                let r = run_net_case(case, *repeats, *seed)?;
+                if *json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!(
+                        "{:6} {:>7} {:>8} {:>9.1} {:>11.0} {:>8.1}x {:>9} {:>11.1} {:>8.1}x",
+                        r.task,
+                        format!("{}x{}", r.layers, r.hidden),
+                        r.b_train,
+                        r.train_ms,
+                        r.reference_train_ms,
+                        r.train_speedup,
+                        r.b_sample,
+                        r.sample_ms,
+                        r.sample_speedup
+                    );
+                }
+            }
+            Ok(())
+        }
         BenchWhat::Target {
             json,
             repeats,

@@ -89,11 +89,14 @@ pub struct EvalArgs {
     /// One JSON object {metric: value} instead of a table.
     #[arg(long)]
     json: bool,
+    /// Skip the aligned W2 of particle targets (m² alignments: seconds to minutes for m = 1000).
+    #[arg(long)]
+    no_aligned: bool,
 }
 
 pub fn eval(a: &EvalArgs) -> Result<()> {
     let (target, s, r) = read_pair(&a.target, &a.samples, &a.reference)?;
-    let m = idem::eval::evaluate(&target, &s, &r)?;
+    let m = idem::eval::evaluate_with(&target, &s, &r, !a.no_aligned)?;
     if a.json {
         println!("{}", serde_json::to_string(&m)?);
     } else {
@@ -119,17 +122,12 @@ pub struct PlotArgs {
 
 pub fn plot(a: &PlotArgs) -> Result<()> {
     let (target, s, r) = read_pair(&a.target, &a.samples, &a.reference)?;
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
     let title = a
         .samples
         .file_name()
         .map(|f| f.to_string_lossy().to_string())
         .unwrap_or_default();
-    if target.dim() == 2 && target.particles().is_none() {
-        idem::plot::density_with_samples(&a.out.join("samples.png"), &target, &s, &r, &title)?;
-    }
-    idem::plot::energy_histogram(&a.out.join("energy_hist.png"), &target, &s, &r, &title)?;
+    idem::plot::sample_plots(&a.out, &target, &s, &r, &title)?;
     eprintln!("idem: plots in {}", a.out.display());
     Ok(())
 }

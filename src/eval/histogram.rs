@@ -47,9 +47,51 @@ pub fn tv_2d(a: &[f32], b: &[f32], bins: usize) -> Result<f64> {
     Ok((0.5 * sum).min(1.0))
 }
 
+/// Total variation between two 1-D samples on a `bins`-bin histogram over [min, max] of **both**
+/// sets, so every value — outliers included — falls in a bin; TV = ½ Σ |p − q| in [0, 1].
+/// Non-finite values are an error.
+pub fn tv_1d(a: &[f64], b: &[f64], bins: usize) -> Result<f64> {
+    if a.is_empty() || b.is_empty() || bins == 0 {
+        return Err(Error::Shape("1-D TV needs two non-empty sets".into()));
+    }
+    if a.iter().chain(b).any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite("TV input has a non-finite value".into()));
+    }
+    let lo = a.iter().chain(b).copied().fold(f64::INFINITY, f64::min);
+    let hi = a.iter().chain(b).copied().fold(f64::NEG_INFINITY, f64::max);
+    let w = (hi - lo).max(f64::MIN_POSITIVE);
+    let counts = |s: &[f64]| {
+        let mut h = vec![0u32; bins];
+        for &v in s {
+            h[(((v - lo) / w * bins as f64) as usize).min(bins - 1)] += 1;
+        }
+        h
+    };
+    let (ca, cb) = (counts(a), counts(b));
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let sum: f64 = ca
+        .iter()
+        .zip(&cb)
+        .map(|(&p, &q)| (f64::from(p) / na - f64::from(q) / nb).abs())
+        .sum();
+    Ok((0.5 * sum).min(1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tv_1d_counts_outliers_and_is_bounded() {
+        let a = [0.0, 1.0, 2.0, 3.0];
+        assert_eq!(tv_1d(&a, &a, 200).unwrap(), 0.0);
+        // one far outlier in b: its bin has no mass in a, so it counts fully
+        let b = [0.0, 1.0, 2.0, 1000.0];
+        let tv = tv_1d(&a, &b, 200).unwrap();
+        assert!((0.25 - 1e-12..=1.0).contains(&tv), "{tv}");
+        assert!((tv_1d(&[0.0, 0.0], &[5.0, 5.0], 10).unwrap() - 1.0).abs() < 1e-12);
+        assert!(tv_1d(&[f64::NAN], &a, 10).is_err());
+    }
 
     #[test]
     fn tv_is_zero_for_identical_and_one_for_disjoint_sets() {

@@ -2,7 +2,8 @@
 //! Every metric is documented where it is computed:
 //!
 //! * `w2` — raw 2-Wasserstein distance on flattened coordinates, exact OT
-//!   ([`ot::w2_exact`]); both sets are cut to the smaller size (first rows) first.
+//!   ([`ot::w2_exact`]); both sets are cut to the smaller size (first rows) first. Every other
+//!   metric uses all rows of both sets.
 //! * `energy_w2`, `energy_w1` — 1-D Wasserstein distances between the energies E = −log p of the
 //!   two sets, exact on the empirical quantile functions ([`ot::wasserstein_1d`]); W2 is a true
 //!   W2 (square root taken; the reference logs the squared value). Samples with invalid energy
@@ -10,23 +11,47 @@
 //! * `tv` — for 2-D targets without particles: total variation on a 200×200 histogram over a
 //!   range covering both sets ([`histogram::tv_2d`]).
 //! * `mean_logp`, `ref_mean_logp` — mean log p of the valid samples and of the reference.
+//!
+//! For particle targets both sets are first centred (each configuration's mean position removed;
+//! the model's samples are mean-free already, the published data are not), then also:
+//!
+//! * `aligned_w2` (when requested: O(m²) alignments) — W2 with the cost D² = min over particle
+//!   permutations and rotations/reflections of the squared distance ([`aligned`]); same units as
+//!   `w2` (D = √n·RMSD).
+//! * `dist_tv` — TV between the histograms of all interatomic distances |x_i − x_j| (i < j) of
+//!   the two sets, 200 bins over [min, max] of both sets, so outliers are counted
+//!   ([`histogram::tv_1d`]).
+//! * `dist_w1` — 1-D W1 between the two sets of interatomic distances.
 
+pub mod aligned;
 pub mod histogram;
 pub mod ot;
 
 use std::collections::BTreeMap;
 
+use crate::energy::particles::{interatomic_distances, remove_mean};
 use crate::energy::Target;
 use crate::error::{Error, Result};
 
 /// Metric name → value.
 pub type Metrics = BTreeMap<String, f64>;
 
-/// Bins per axis of the 2-D TV histogram.
+/// Bins per axis of the 2-D TV histogram, and of the interatomic-distance histogram.
 pub const TV_BINS: usize = 200;
 
-/// Evaluate `samples` against `reference` (both `[n, dim]` in the target's coordinates).
+/// Evaluate `samples` against `reference` (both `[n, dim]` in the target's coordinates), without
+/// the aligned W2.
 pub fn evaluate(target: &Target, samples: &[f32], reference: &[f32]) -> Result<Metrics> {
+    evaluate_with(target, samples, reference, false)
+}
+
+/// As [`evaluate`]; for particle targets with `aligned`, also the aligned W2.
+pub fn evaluate_with(
+    target: &Target,
+    samples: &[f32],
+    reference: &[f32],
+    aligned: bool,
+) -> Result<Metrics> {
     let dim = target.dim();
     if samples.is_empty()
         || reference.is_empty()
@@ -44,10 +69,25 @@ pub fn evaluate(target: &Target, samples: &[f32], reference: &[f32]) -> Result<M
     }
     let mut m = Metrics::new();
     let n = (samples.len() / dim).min(reference.len() / dim);
-    m.insert(
-        "w2".into(),
-        ot::w2_exact(&samples[..n * dim], &reference[..n * dim], dim)?,
-    );
+    let (mut sc, mut rc) = (samples[..n * dim].to_vec(), reference[..n * dim].to_vec());
+    if let Some(p) = target.particles() {
+        remove_mean(&mut sc, p);
+        remove_mean(&mut rc, p);
+        if aligned {
+            m.insert("aligned_w2".into(), aligned::aligned_w2(&sc, &rc, p)?);
+        }
+        let ds: Vec<f64> = interatomic_distances(samples, p)?
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let dr: Vec<f64> = interatomic_distances(reference, p)?
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        m.insert("dist_tv".into(), histogram::tv_1d(&ds, &dr, TV_BINS)?);
+        m.insert("dist_w1".into(), ot::wasserstein_1d(&ds, &dr, 1.0)?);
+    }
+    m.insert("w2".into(), ot::w2_exact(&sc, &rc, dim)?);
     let energies = |x: &[f32]| -> Result<(Vec<f64>, usize)> {
         let mut lp = vec![0.0f32; x.len() / dim];
         target.log_prob_batch(x, &mut lp)?;

@@ -55,6 +55,18 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// The network on detached weights (see [`Linear::detached`]).
+    pub fn detached(&self) -> Self {
+        Self {
+            cfg: self.cfg.clone(),
+            dim: self.dim,
+            freqs: self.freqs.clone(),
+            input: self.input.detached(),
+            blocks: self.blocks.iter().map(Linear::detached).collect(),
+            output: self.output.detached(),
+        }
+    }
+
     /// A freshly initialised network for `dim` coordinates, its parameters added to `params`.
     pub fn new(params: &mut Params, dim: usize, cfg: &MlpConfig, rng: &mut Rng) -> Result<Self> {
         if cfg.emb_size < 4 || cfg.emb_size % 2 != 0 || cfg.hidden == 0 {

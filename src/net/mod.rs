@@ -4,6 +4,7 @@
 //! Parameters live in [`Params`], a name → [`Var`] map initialised from idem's seeded streams
 //! (candle's own initialisers draw from an unseeded generator), saved and loaded as safetensors.
 
+pub mod egnn;
 pub mod init;
 pub mod mlp;
 pub mod optim;
@@ -13,11 +14,77 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::RngExt;
 use rand_distr::Uniform;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
+pub use egnn::{Egnn, EgnnConfig};
 pub use mlp::{Mlp, MlpConfig};
+
+/// Which network, with its hyper-parameters (`[net]` in a configuration, `kind = "mlp"|"egnn"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum NetConfig {
+    /// Sinusoidal-embedding MLP (GMM).
+    Mlp(MlpConfig),
+    /// E(n)-equivariant graph network (particle systems).
+    Egnn(EgnnConfig),
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self::Mlp(MlpConfig::default())
+    }
+}
+
+/// A built network of either kind.
+#[derive(Clone, Debug)]
+pub enum Net {
+    Mlp(Mlp),
+    Egnn(Egnn),
+}
+
+impl Net {
+    /// Build `cfg` for a target of dimension `dim` (particle shape required by the EGNN).
+    pub fn new(
+        params: &mut Params,
+        dim: usize,
+        particles: Option<crate::energy::ParticleShape>,
+        cfg: &NetConfig,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        Ok(match cfg {
+            NetConfig::Mlp(c) => Self::Mlp(Mlp::new(params, dim, c, rng)?),
+            NetConfig::Egnn(c) => {
+                let p = particles.ok_or_else(|| {
+                    Error::Config("the EGNN needs a particle target (dw4, lj13, …)".into())
+                })?;
+                Self::Egnn(Egnn::new(params, p.n_particles, p.spatial_dim, c, rng)?)
+            }
+        })
+    }
+}
+
+impl Net {
+    /// The same network on detached weights: shares their storage (so it follows every update,
+    /// EMA swap and checkpoint load) but builds no backward graph — for generation.
+    pub fn detached(&self) -> Self {
+        match self {
+            Self::Mlp(m) => Self::Mlp(m.detached()),
+            Self::Egnn(e) => Self::Egnn(e.detached()),
+        }
+    }
+}
+
+impl ScoreNet for Net {
+    fn forward(&self, x: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Mlp(m) => m.forward(x, t),
+            Self::Egnn(e) => e.forward(x, t),
+        }
+    }
+}
 
 /// A score network: `forward(x [B, dim], t [B]) → s [B, dim]`, in the trainer's coordinates.
 pub trait ScoreNet: Send + Sync {

@@ -65,7 +65,10 @@ impl Adam {
             .vars
             .iter()
             .map(|(_, v)| match grads.get(v.as_tensor()) {
-                Some(g) => Ok(g.clone()),
+                // candle detaches the gradients of inner nodes but not those of variables: a
+                // weight used directly as a matmul operand gets a gradient whose graph holds the
+                // whole forward pass, and the moments would keep every step's graph alive
+                Some(g) => Ok(g.detach()),
                 None => v.as_tensor().zeros_like(),
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -152,7 +155,8 @@ impl Ema {
     /// Fold the current parameters into the average.
     pub fn update(&mut self) -> Result<()> {
         for (v, s) in &mut self.shadow {
-            *s = ((&*s * self.decay)? + (v.as_tensor() * (1.0 - self.decay))?)?;
+            // detached: otherwise each average would hold the previous one through its graph
+            *s = ((&*s * self.decay)? + (v.as_tensor().detach() * (1.0 - self.decay))?)?.detach();
         }
         Ok(())
     }
