@@ -21,7 +21,12 @@ fn halves(target: &str, n: usize) -> Option<(Target, Vec<f32>, Vec<f32>)> {
     let t = Target::by_name(target).unwrap();
     let x = npy::read_batch(&path, t.dim(), t.particles()).unwrap().data;
     let d = t.dim();
-    assert!(x.len() >= 2 * n * d, "{} has fewer than {} rows", path.display(), 2 * n);
+    assert!(
+        x.len() >= 2 * n * d,
+        "{} has fewer than {} rows",
+        path.display(),
+        2 * n
+    );
     Some((t, x[..n * d].to_vec(), x[n * d..2 * n * d].to_vec()))
 }
 

@@ -44,18 +44,24 @@ fn orthogonal(d: usize, ang: &[f64], reflect: bool) -> Vec<f64> {
     }
 }
 
-fn check(name: &str, x: Vec<f64>, ang: Vec<f64>, shift: Vec<f64>, reflect: bool, perm_seed: u64) {
-    let t = Target::by_name(name).unwrap();
-    let p = t.particles().unwrap();
-    let (n, d) = (p.n_particles, p.spatial_dim);
+/// A pseudo-random permutation of 0..n (Fisher–Yates on an LCG).
+fn permutation(n: usize, seed: u64) -> Vec<usize> {
     let mut perm: Vec<usize> = (0..n).collect();
-    let mut s = perm_seed;
+    let mut s = seed;
     for i in (1..n).rev() {
         s = s
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         perm.swap(i, (s >> 33) as usize % (i + 1));
     }
+    perm
+}
+
+fn check(name: &str, x: Vec<f64>, ang: Vec<f64>, shift: Vec<f64>, reflect: bool, perm_seed: u64) {
+    let t = Target::by_name(name).unwrap();
+    let p = t.particles().unwrap();
+    let (n, d) = (p.n_particles, p.spatial_dim);
+    let perm = permutation(n, perm_seed);
     let rot = orthogonal(d, &ang, reflect);
     let y = transform(&x, d, &rot, &shift[..d], &perm);
     let e = t.energy();
@@ -127,14 +133,7 @@ fn check_egnn(
                 .unwrap();
         }
     }
-    let mut perm: Vec<usize> = (0..n).collect();
-    let mut s = perm_seed;
-    for i in (1..n).rev() {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        perm.swap(i, (s >> 33) as usize % (i + 1));
-    }
+    let perm = permutation(n, perm_seed);
     let rot = orthogonal(d, &ang, reflect);
     let y = transform(&x, d, &rot, &shift[..d], &perm);
     let run = |v: &[f64]| -> Vec<f64> {

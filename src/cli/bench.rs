@@ -10,55 +10,57 @@ pub struct BenchArgs {
     what: BenchWhat,
 }
 
+/// Options shared by every benchmark.
+#[derive(Args, Debug)]
+struct Common {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Timed repetitions per shape (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Only these tasks (e.g. dw4, lj13); repeatable.
+    #[arg(long)]
+    only: Vec<String>,
+    /// Seed for points, times, noise and weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
 #[derive(Subcommand, Debug)]
 enum BenchWhat {
-    /// Milliseconds per DEM score-target batch at the reference shapes.
-    Target {
-        /// One JSON object per line: {"task", "B", "K", "ms", ...}.
-        #[arg(long)]
-        json: bool,
-        /// Timed repetitions per shape (after one warm-up).
-        #[arg(long, default_value_t = 5)]
-        repeats: usize,
-        /// Only these tasks (gmm, dw4, lj13, lj55); repeatable.
-        #[arg(long)]
-        only: Vec<String>,
-        /// Seed for points, times and noise.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-    },
-    /// Milliseconds per EGNN training step and per sampler step at the reference architectures.
-    Net {
-        /// One JSON object per line: {"task", "B_train", "train_ms", "sample_ms", ...}.
-        #[arg(long)]
-        json: bool,
-        /// Timed repetitions per shape (after one warm-up).
-        #[arg(long, default_value_t = 5)]
-        repeats: usize,
-        /// Only these tasks (dw4, lj13, lj55); repeatable.
-        #[arg(long)]
-        only: Vec<String>,
-        /// Seed for weights and points.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-    },
+    /// Milliseconds per DEM score-target batch at the reference shapes (tasks gmm, dw4, lj13, lj55).
+    Target(Common),
+    /// Milliseconds per EGNN training step and per sampler step at the reference architectures
+    /// (tasks dw4, lj13, lj55).
+    Net(Common),
+}
+
+/// The cases whose task is in `only` (all if empty); an error naming the tasks if none is.
+fn select<T>(cases: Vec<T>, task: impl Fn(&T) -> &str, only: &[String]) -> Result<Vec<T>> {
+    let all: Vec<String> = cases.iter().map(|c| task(c).to_string()).collect();
+    let chosen: Vec<T> = cases
+        .into_iter()
+        .filter(|c| only.is_empty() || only.iter().any(|o| o == task(c)))
+        .collect();
+    if chosen.is_empty() {
+        bail!(
+            "no benchmark matches --only {only:?}; tasks: {}",
+            all.join(", ")
+        );
+    }
+    Ok(chosen)
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.what {
-        BenchWhat::Net {
+        BenchWhat::Net(Common {
             json,
             repeats,
             only,
             seed,
-        } => {
-            let cases: Vec<_> = net_cases()
-                .into_iter()
-                .filter(|c| only.is_empty() || only.iter().any(|o| o == c.task))
-                .collect();
-            if cases.is_empty() {
-                bail!("no benchmark matches --only {only:?}; tasks: dw4, lj13, lj55");
-            }
+        }) => {
+            let cases = select(net_cases(), |c| c.task, only)?;
             if !json {
                 println!(
                     "EGNN, {} threads, median of {repeats} (reference: PyTorch EGNN_dynamics, 2 threads)",
@@ -98,19 +100,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             }
             Ok(())
         }
-        BenchWhat::Target {
+        BenchWhat::Target(Common {
             json,
             repeats,
             only,
             seed,
-        } => {
-            let cases: Vec<_> = target_cases()
-                .into_iter()
-                .filter(|c| only.is_empty() || only.iter().any(|o| o == c.task))
-                .collect();
-            if cases.is_empty() {
-                bail!("no benchmark matches --only {only:?}; tasks: gmm, dw4, lj13, lj55");
-            }
+        }) => {
+            let cases = select(target_cases(), |c| c.task, only)?;
             if !json {
                 println!(
                     "DEM score target, {} threads, median of {repeats} (reference: PyTorch torch.vmap + autograd, 2 threads)",

@@ -2,6 +2,19 @@
 
 use crate::error::{Error, Result};
 
+/// ½ Σ |p − q| between two histograms normalised to probabilities, in [0, 1].
+fn tv_of_counts(ca: &[u32], cb: &[u32]) -> f64 {
+    let na = f64::from(ca.iter().sum::<u32>().max(1));
+    let nb = f64::from(cb.iter().sum::<u32>().max(1));
+    let sum: f64 = ca
+        .iter()
+        .zip(cb)
+        .map(|(&p, &q)| (f64::from(p) / na - f64::from(q) / nb).abs())
+        .sum();
+    // rounding can push the sum a few ulps past 2 for disjoint sets
+    (0.5 * sum).min(1.0)
+}
+
 /// Total variation between two 2-D point sets on a `bins × bins` histogram (the paper's GMM TV):
 /// the range of each axis is [min, max] over **both** sets, so no point falls outside; each set's
 /// histogram is normalised to probabilities and TV = ½ Σ |p − q|, in [0, 1].
@@ -36,15 +49,7 @@ pub fn tv_2d(a: &[f32], b: &[f32], bins: usize) -> Result<f64> {
         }
         h
     };
-    let (ca, cb) = (counts(a), counts(b));
-    let (na, nb) = ((a.len() / 2) as f64, (b.len() / 2) as f64);
-    let sum: f64 = ca
-        .iter()
-        .zip(&cb)
-        .map(|(&p, &q)| (f64::from(p) / na - f64::from(q) / nb).abs())
-        .sum();
-    // rounding can push the sum a few ulps past 2 for disjoint sets
-    Ok((0.5 * sum).min(1.0))
+    Ok(tv_of_counts(&counts(a), &counts(b)))
 }
 
 /// Total variation between two 1-D samples on a `bins`-bin histogram over [min, max] of **both**
@@ -67,14 +72,7 @@ pub fn tv_1d(a: &[f64], b: &[f64], bins: usize) -> Result<f64> {
         }
         h
     };
-    let (ca, cb) = (counts(a), counts(b));
-    let (na, nb) = (a.len() as f64, b.len() as f64);
-    let sum: f64 = ca
-        .iter()
-        .zip(&cb)
-        .map(|(&p, &q)| (f64::from(p) / na - f64::from(q) / nb).abs())
-        .sum();
-    Ok((0.5 * sum).min(1.0))
+    Ok(tv_of_counts(&counts(a), &counts(b)))
 }
 
 #[cfg(test)]
