@@ -188,6 +188,28 @@ fn bench_prints_one_json_line_per_shape() {
     assert!(v["ms"].as_f64().unwrap() > 0.0 && v["pair_terms_per_s"].as_f64().unwrap() > 0.0);
     let (ok, _, err) = idem(&["bench", "target", "--only", "nope"]);
     assert!(!ok && err.contains("no benchmark matches"), "{err}");
+    let (ok, out, err) = idem(&[
+        "--threads",
+        "2",
+        "bench",
+        "net",
+        "--json",
+        "--repeats",
+        "1",
+        "--only",
+        "dw4",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v["task"].as_str(), v["layers"].as_u64()),
+        (Some("dw4"), Some(3))
+    );
+    assert_eq!(
+        (v["B_train"].as_u64(), v["B_sample"].as_u64()),
+        (Some(512), Some(1000))
+    );
+    assert!(v["train_ms"].as_f64().unwrap() > 0.0 && v["sample_ms"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
