@@ -11,6 +11,7 @@ pub mod energy;
 pub mod error;
 pub mod eval;
 pub mod io;
+pub mod mcmc;
 pub mod model;
 pub mod net;
 pub mod noise_schedule;

@@ -226,3 +226,73 @@ fn histogram_pair(path: &Path, es: &[f64], er: &[f64], xlabel: &str, title: &str
         .map_err(|e| plot_err(path, e))?;
     root.present().map_err(|e| plot_err(path, e))
 }
+
+/// Energy traces of MCMC chains: one line per chain against the step (every step, warm-up
+/// included, thinned to at most 2000 points per line), a vertical line at the end of warm-up.
+/// The y-range is the 1–99% range of the post-warm-up energies widened by 20% (warm-up
+/// transients above it are cut).
+pub fn energy_trace(path: &Path, traces: &[Vec<f64>], warmup: usize, title: &str) -> Result<()> {
+    let len = traces.iter().map(Vec::len).max().unwrap_or(0);
+    if len == 0 {
+        return Err(plot_err(path, "no trace to plot"));
+    }
+    let mut after: Vec<f64> = traces
+        .iter()
+        .flat_map(|t| t.iter().skip(warmup.min(t.len().saturating_sub(1))))
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    if after.is_empty() {
+        return Err(plot_err(path, "no finite energy to plot"));
+    }
+    after.sort_by(f64::total_cmp);
+    let q = |f: f64| after[((after.len() - 1) as f64 * f) as usize];
+    let (a, b) = (q(0.01), q(0.99));
+    let w = (b - a).max(1e-6);
+    let (lo, hi) = (a - 0.2 * w, b + 0.2 * w);
+    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..len as f64, lo..hi)
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("energy E = -log p")
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    let stride = len.div_ceil(2000).max(1);
+    for (c, t) in traces.iter().enumerate() {
+        let color = Palette99::pick(c).to_rgba();
+        let pts: Vec<(f64, f64)> = t
+            .iter()
+            .enumerate()
+            .step_by(stride)
+            .map(|(i, &e)| (i as f64, e.clamp(lo, hi)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(1)))
+            .map_err(|e| plot_err(path, e))?;
+    }
+    if warmup > 0 && warmup < len {
+        chart
+            .draw_series(LineSeries::new(
+                [(warmup as f64, lo), (warmup as f64, hi)],
+                BLACK.stroke_width(2),
+            ))
+            .map_err(|e| plot_err(path, e))?
+            .label("end of warm-up")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+    }
+    root.present().map_err(|e| plot_err(path, e))
+}

@@ -3,6 +3,7 @@
 
 mod bench;
 mod energy;
+mod mcmc;
 mod sample;
 mod train;
 
@@ -39,6 +40,8 @@ enum Command {
     Exact(sample::ExactArgs),
     /// Evaluate samples against reference samples (W2, energy W2, TV, ...).
     Eval(sample::EvalArgs),
+    /// Reference samples by MCMC (MALA / HMC, optional parallel tempering) with diagnostics.
+    Mcmc(mcmc::McmcArgs),
     /// Plot samples against reference samples (log-density with samples for 2-D targets, energy histograms).
     Plot(sample::PlotArgs),
 }
@@ -70,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Exact(args) => sample::exact(&args),
         Command::Eval(args) => sample::eval(&args),
         Command::Plot(args) => sample::plot(&args),
+        Command::Mcmc(args) => mcmc::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -146,6 +146,19 @@ impl Gmm {
         self.log_norm[k] - 0.5 * q
     }
 
+    /// The mode of largest responsibility for `x` (the component it most likely came from).
+    pub fn mode_of(&self, x: &[f64]) -> usize {
+        (0..self.n_modes())
+            .map(|k| (k, self.mode_term(k, x)))
+            .fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a })
+            .0
+    }
+
+    /// Mixture weights.
+    pub fn weights(&self) -> Vec<f64> {
+        self.log_weights.iter().map(|l| l.exp()).collect()
+    }
+
     #[inline(always)]
     fn max_term(&self, x: &[f64]) -> f64 {
         (0..self.n_modes())
@@ -157,6 +170,9 @@ impl Gmm {
 impl Energy for Gmm {
     fn name(&self) -> String {
         self.name.clone()
+    }
+    fn as_mixture(&self) -> Option<&Gmm> {
+        Some(self)
     }
     fn dim(&self) -> usize {
         self.dim
@@ -250,14 +266,38 @@ impl Gmm {
                     *mj = if t > *mj { t } else { *mj };
                 }
             }
+            // a mode whose term is below e^−60 of the largest in every lane adds less than
+            // 1e−26 relative to Σ and to the gradient: skipped (its weight is exactly 0). The
+            // lanes of a DEM block surround one point, so at small and medium noise most of
+            // the 40 modes are skipped for the whole block.
+            let mut active = [false; KERNEL_MAX_MODES];
             let mut sum = [0.0f64; LANES];
-            for tk in terms.iter_mut().take(nm) {
+            for (tk, act) in terms.iter_mut().take(nm).zip(active.iter_mut()) {
+                let gap = tk[..m]
+                    .iter()
+                    .zip(mx.iter())
+                    .fold(f64::NEG_INFINITY, |g, (&t, &mj)| {
+                        let v = t - mj;
+                        if v > g {
+                            v
+                        } else {
+                            g
+                        }
+                    });
+                // NaN (non-finite lanes) keeps the mode: those lanes are re-evaluated anyway
+                *act = gap >= -60.0 || gap.is_nan();
+                if !*act {
+                    continue;
+                }
                 for ((t, s), &mj) in tk[..m].iter_mut().zip(sum.iter_mut()).zip(mx.iter()) {
                     *t = exp_neg(*t - mj);
                     *s += *t;
                 }
             }
             for (k, tk) in terms.iter().take(nm).enumerate() {
+                if !active[k] {
+                    continue;
+                }
                 for d in 0..dim {
                     let mu = self.means[k * dim + d];
                     let iv = self.inv_var[k * dim + d];

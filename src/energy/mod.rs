@@ -46,6 +46,10 @@ pub trait Energy: Send + Sync {
     fn is_normalized(&self) -> bool {
         false
     }
+    /// The target as a Gaussian mixture, where it is one (for per-mode metrics).
+    fn as_mixture(&self) -> Option<&Gmm> {
+        None
+    }
     /// log p(x). `x.len() == dim()`.
     fn log_prob(&self, x: &[f64]) -> f64;
     /// log p(x), writing ∇ₓ log p(x) into `grad` (overwritten). `x.len() == grad.len() == dim()`.
@@ -370,6 +374,61 @@ impl Target {
                             1
                         }
                     }
+                },
+            )
+            .sum::<usize>();
+        self.add_calls(n as u64);
+        Ok(BatchReport {
+            evaluated: n,
+            invalid,
+        })
+    }
+}
+
+impl Target {
+    /// log p and ∇log p in f64 for a batch `x` of shape `[N, dim]` (row-major), through the
+    /// energy's block kernel ([`Energy::log_prob_grad_block`], vectorised across configurations
+    /// for GMM and DW) in blocks of 64 configurations on all threads. The validity rule applies
+    /// (invalid ⇔ log p = −inf, gradient 0). For samplers that keep their state in f64 (MCMC).
+    pub fn log_prob_grad_batch_f64(
+        &self,
+        x: &[f64],
+        logp: &mut [f64],
+        grad: &mut [f64],
+    ) -> Result<BatchReport> {
+        const BLOCK: usize = 64;
+        let dim = self.dim();
+        if x.len() % dim != 0 || logp.len() * dim != x.len() || grad.len() != x.len() {
+            return Err(Error::Shape(format!(
+                "f64 batch: {} values, {} log p and {} gradient entries for dimension {dim}",
+                x.len(),
+                logp.len(),
+                grad.len()
+            )));
+        }
+        let n = logp.len();
+        let energy = self.energy.as_ref();
+        let invalid = x
+            .par_chunks(BLOCK * dim)
+            .zip(logp.par_chunks_mut(BLOCK))
+            .zip(grad.par_chunks_mut(BLOCK * dim))
+            .map_init(
+                || (vec![0.0f64; BLOCK * dim], vec![0.0f64; BLOCK * dim]),
+                |(xs, gs), ((xb, lb), gb)| {
+                    let m = lb.len();
+                    // row-major → coordinate-major
+                    for j in 0..m {
+                        for d in 0..dim {
+                            xs[d * m + j] = xb[j * dim + d];
+                        }
+                    }
+                    let bad = energy.log_prob_grad_block(&xs[..m * dim], lb, &mut gs[..m * dim]);
+                    for j in 0..m {
+                        for d in 0..dim {
+                            gb[j * dim + d] = gs[d * m + j];
+                        }
+                    }
+                    bad
                 },
             )
             .sum::<usize>();

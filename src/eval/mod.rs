@@ -11,6 +11,9 @@
 //! * `tv` — for 2-D targets without particles: total variation on a 200×200 histogram over a
 //!   range covering both sets ([`histogram::tv_2d`]).
 //! * `mean_logp`, `ref_mean_logp` — mean log p of the valid samples and of the reference.
+//! * For Gaussian-mixture targets: every sample is assigned to its mode of largest
+//!   responsibility; `modes_visited` counts the modes with at least one sample and
+//!   `mode_weight_max_dev` is max over modes |fraction of samples − mixture weight|.
 //!
 //! For particle targets both sets are first centred (each configuration's mean position removed;
 //! the model's samples are mean-free already, the published data are not), then also:
@@ -113,6 +116,25 @@ pub fn evaluate_with(
             "ref_mean_logp".into(),
             -er.iter().sum::<f64>() / er.len() as f64,
         );
+    }
+    if let Some(g) = target.energy().as_mixture() {
+        let mut counts = vec![0usize; g.n_modes()];
+        let mut x = vec![0.0f64; dim];
+        for row in samples.chunks_exact(dim) {
+            crate::energy::to_f64(row, &mut x);
+            counts[g.mode_of(&x)] += 1;
+        }
+        let n = (samples.len() / dim) as f64;
+        let dev = counts
+            .iter()
+            .zip(g.weights())
+            .map(|(&c, w)| (c as f64 / n - w).abs())
+            .fold(0.0, f64::max);
+        m.insert(
+            "modes_visited".into(),
+            counts.iter().filter(|&&c| c > 0).count() as f64,
+        );
+        m.insert("mode_weight_max_dev".into(), dev);
     }
     if dim == 2 && target.particles().is_none() {
         m.insert("tv".into(), histogram::tv_2d(samples, reference, TV_BINS)?);

@@ -32,6 +32,16 @@ impl Linear {
         Ok(Self { w, b })
     }
 
+    /// A layer from existing weight `[out, in]` and bias `[out]` tensors.
+    pub fn from_parts(w: Tensor, b: Tensor) -> Self {
+        Self { w, b }
+    }
+
+    /// Weight and bias.
+    pub fn parts(&self) -> [&Tensor; 2] {
+        [&self.w, &self.b]
+    }
+
     /// The same layer on detached weights (shared storage, no gradient tracking): a forward
     /// pass through it builds no backward graph, so its intermediates are freed at once.
     pub fn detached(&self) -> Self {

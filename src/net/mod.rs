@@ -4,9 +4,13 @@
 //! Parameters live in [`Params`], a name → [`Var`] map initialised from idem's seeded streams
 //! (candle's own initialisers draw from an unseeded generator), saved and loaded as safetensors.
 
+pub mod dense;
 pub mod egnn;
+pub mod egnn_cpu;
+pub mod fused;
 pub mod init;
 pub mod mlp;
+pub mod mlp_cpu;
 pub mod optim;
 
 use std::collections::BTreeMap;

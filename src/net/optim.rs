@@ -11,14 +11,17 @@ use crate::error::{Error, Result};
 
 /// Adam (Kingma & Ba) exactly as `torch.optim.Adam` without weight decay:
 /// m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², θ ← θ − lr·m̂/(√v̂ + ε), m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ).
+///
+/// The moments live in host memory and the update is a plain loop per parameter tensor (one
+/// copy out of the variable and one back), not a dozen candle ops per tensor.
 pub struct Adam {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
     step: u64,
     vars: Vec<(String, Var)>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
 }
 
 /// What one optimiser step saw.
@@ -28,14 +31,24 @@ pub struct StepInfo {
     pub grad_norm: f64,
 }
 
+/// A tensor's values as a flat host vector.
+fn host(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+/// Overwrite `var` with `values` (same number of elements).
+fn set_var(var: &Var, values: Vec<f32>) -> candle_core::Result<()> {
+    var.set(&Tensor::from_vec(values, var.shape(), var.device())?)
+}
+
 impl Adam {
     /// Adam over all of `params`, moments at zero.
     pub fn new(params: &Params) -> Result<Self> {
         let vars: Vec<(String, Var)> = params.vars().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let zeros = vars
+        let zeros: Vec<Vec<f32>> = vars
             .iter()
-            .map(|(_, v)| v.as_tensor().zeros_like())
-            .collect::<candle_core::Result<Vec<_>>>()?;
+            .map(|(_, v)| vec![0.0; v.elem_count()])
+            .collect();
         Ok(Self {
             beta1: 0.9,
             beta2: 0.999,
@@ -65,17 +78,15 @@ impl Adam {
             .vars
             .iter()
             .map(|(_, v)| match grads.get(v.as_tensor()) {
-                // candle detaches the gradients of inner nodes but not those of variables: a
-                // weight used directly as a matmul operand gets a gradient whose graph holds the
-                // whole forward pass, and the moments would keep every step's graph alive
-                Some(g) => Ok(g.detach()),
-                None => v.as_tensor().zeros_like(),
+                Some(g) => host(g),
+                None => Ok(vec![0.0; v.elem_count()]),
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let mut sq = 0.0f64;
-        for g in &gs {
-            sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
-        }
+        let sq: f64 = gs
+            .iter()
+            .flat_map(|g| g.iter())
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum();
         let grad_norm = sq.sqrt();
         if !grad_norm.is_finite() {
             return Err(Error::Diverged(format!(
@@ -83,18 +94,24 @@ impl Adam {
                 self.step + 1
             )));
         }
-        let coef = max_grad_norm.map_or(1.0, |c| (c / (grad_norm + 1e-6)).min(1.0));
+        let coef = max_grad_norm.map_or(1.0, |c| (c / (grad_norm + 1e-6)).min(1.0)) as f32;
         self.step += 1;
         let t = self.step as i32;
         let (bc1, bc2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
+        let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
+        let (step_size, bc2_sqrt, eps) = ((lr / bc1) as f32, bc2.sqrt() as f32, self.eps as f32);
         for (i, g) in gs.into_iter().enumerate() {
-            let g = (g * coef)?;
-            self.m[i] = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
-            self.v[i] = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let denom = ((&self.v[i] / bc2)?.sqrt()? + self.eps)?;
-            let update = ((&self.m[i] / bc1)? / denom)?;
             let var = &self.vars[i].1;
-            var.set(&(var.as_tensor() - (update * lr)?)?)?;
+            let mut theta = host(var.as_tensor())?;
+            let (m, v) = (&mut self.m[i], &mut self.v[i]);
+            for k in 0..theta.len() {
+                let gk = g[k] * coef;
+                m[k] = b1 * m[k] + (1.0 - b1) * gk;
+                v[k] = b2 * v[k] + (1.0 - b2) * gk * gk;
+                // PyTorch: θ −= (lr/bc1)·m / (√v/√bc2 + ε)
+                theta[k] -= step_size * m[k] / (v[k].sqrt() / bc2_sqrt + eps);
+            }
+            set_var(var, theta)?;
         }
         Ok(StepInfo { grad_norm })
     }
@@ -102,39 +119,56 @@ impl Adam {
     /// Moments and step count for a checkpoint.
     pub fn to_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
-        for (i, (k, _)) in self.vars.iter().enumerate() {
-            out.push((format!("adam.m.{k}"), self.m[i].clone()));
-            out.push((format!("adam.v.{k}"), self.v[i].clone()));
+        for (i, (k, var)) in self.vars.iter().enumerate() {
+            let dev = var.device();
+            out.push((
+                format!("adam.m.{k}"),
+                Tensor::from_vec(self.m[i].clone(), var.shape(), dev)?,
+            ));
+            out.push((
+                format!("adam.v.{k}"),
+                Tensor::from_vec(self.v[i].clone(), var.shape(), dev)?,
+            ));
         }
-        let dev = self
-            .m
-            .first()
-            .map(|t| t.device().clone())
-            .unwrap_or(candle_core::Device::Cpu);
-        out.push(("adam.step".into(), Tensor::new(&[self.step as f64], &dev)?));
+        out.push((
+            "adam.step".into(),
+            Tensor::new(&[self.step as f64], &candle_core::Device::Cpu)?,
+        ));
         Ok(out)
     }
 
     /// Restore the state written by [`Adam::to_tensors`].
     pub fn load_from(&mut self, t: &std::collections::HashMap<String, Tensor>) -> Result<()> {
-        let get = |k: &str| {
-            t.get(k)
-                .cloned()
-                .ok_or_else(|| Error::Config(format!("checkpoint has no tensor `{k}`")))
+        let get = |k: &str, n: usize| -> Result<Vec<f32>> {
+            let v = host(
+                t.get(k)
+                    .ok_or_else(|| Error::Config(format!("checkpoint has no tensor `{k}`")))?,
+            )?;
+            if v.len() != n {
+                return Err(Error::Shape(format!(
+                    "checkpoint tensor `{k}` has {} elements, expected {n}",
+                    v.len()
+                )));
+            }
+            Ok(v)
         };
-        for (i, (k, _)) in self.vars.iter().enumerate() {
-            self.m[i] = get(&format!("adam.m.{k}"))?;
-            self.v[i] = get(&format!("adam.v.{k}"))?;
+        for (i, (k, var)) in self.vars.iter().enumerate() {
+            self.m[i] = get(&format!("adam.m.{k}"), var.elem_count())?;
+            self.v[i] = get(&format!("adam.v.{k}"), var.elem_count())?;
         }
-        self.step = get("adam.step")?.to_vec1::<f64>()?[0] as u64;
+        self.step = t
+            .get("adam.step")
+            .ok_or_else(|| Error::Config("checkpoint has no tensor `adam.step`".into()))?
+            .to_vec1::<f64>()?[0] as u64;
         Ok(())
     }
 }
 
-/// Exponential moving average of the parameters: θ̄ ← d·θ̄ + (1−d)·θ after each step.
+/// Exponential moving average of the parameters: θ̄ ← d·θ̄ + (1−d)·θ after each step (host
+/// loops, as Adam).
 pub struct Ema {
     pub decay: f64,
-    shadow: Vec<(Var, Tensor)>,
+    shadow: Vec<(Var, Vec<f32>)>,
 }
 
 impl Ema {
@@ -147,16 +181,19 @@ impl Ema {
         }
         let shadow = params
             .vars()
-            .map(|(_, v)| Ok((v.clone(), v.as_tensor().copy()?)))
+            .map(|(_, v)| Ok((v.clone(), host(v.as_tensor())?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { decay, shadow })
     }
 
     /// Fold the current parameters into the average.
     pub fn update(&mut self) -> Result<()> {
+        let d = self.decay as f32;
         for (v, s) in &mut self.shadow {
-            // detached: otherwise each average would hold the previous one through its graph
-            *s = ((&*s * self.decay)? + (v.as_tensor().detach() * (1.0 - self.decay))?)?.detach();
+            let cur = host(v.as_tensor())?;
+            for (a, &c) in s.iter_mut().zip(&cur) {
+                *a = d * *a + (1.0 - d) * c;
+            }
         }
         Ok(())
     }
@@ -164,9 +201,8 @@ impl Ema {
     /// Exchange the live parameters and the average (call twice to restore).
     pub fn swap(&mut self) -> Result<()> {
         for (v, s) in &mut self.shadow {
-            let live = v.as_tensor().copy()?;
-            v.set(s)?;
-            *s = live;
+            let live = host(v.as_tensor())?;
+            set_var(v, std::mem::replace(s, live))?;
         }
         Ok(())
     }
@@ -176,7 +212,11 @@ impl Ema {
         params
             .vars()
             .zip(&self.shadow)
-            .map(|((k, _), (_, s))| (format!("ema.{k}"), s.clone()))
+            .map(|((k, _), (v, s))| {
+                let t = Tensor::from_vec(s.clone(), v.shape(), v.device())
+                    .expect("the average has the variable's shape");
+                (format!("ema.{k}"), t)
+            })
             .collect()
     }
 
@@ -186,12 +226,20 @@ impl Ema {
         params: &Params,
         t: &std::collections::HashMap<String, Tensor>,
     ) -> Result<()> {
-        for ((k, _), (_, s)) in params.vars().zip(self.shadow.iter_mut()) {
+        for ((k, _), (v, s)) in params.vars().zip(self.shadow.iter_mut()) {
             let key = format!("ema.{k}");
-            *s = t
-                .get(&key)
-                .cloned()
-                .ok_or_else(|| Error::Config(format!("checkpoint has no tensor `{key}`")))?;
+            let vals = host(
+                t.get(&key)
+                    .ok_or_else(|| Error::Config(format!("checkpoint has no tensor `{key}`")))?,
+            )?;
+            if vals.len() != v.elem_count() {
+                return Err(Error::Shape(format!(
+                    "checkpoint tensor `{key}` has {} elements, expected {}",
+                    vals.len(),
+                    v.elem_count()
+                )));
+            }
+            *s = vals;
         }
         Ok(())
     }

@@ -1,0 +1,943 @@
+//! The EGNN of [`super::egnn`] as fused CPU kernels: forward and an analytic backward pass over a
+//! flat parameter vector θ, multi-threaded over chunks of configurations.
+//!
+//! Why: candle's CPU backend runs one op at a time (single-threaded gathers and scatters, a copy
+//! for every transpose), so the composed EGNN spent most of its time outside matrix products.
+//! Here every configuration's graph is processed by one thread: the edge rows of a chunk of
+//! configurations (≈ 768 edges) go through two `[E, H]·[H, H]` products per layer, and gathers,
+//! activations, gates and scatters are fused loops over those rows.
+//!
+//! Backward: the forward pass keeps only node-level state per layer (h, x, the two halves of the
+//! split first edge layer P = h·W_srcᵀ and Q = h·W_dstᵀ, the aggregated messages and the node
+//! MLP's pre-activation: `5H + d` floats per particle per layer); edge-level activations are
+//! recomputed layer by layer during the backward pass of each chunk (one extra forward of the
+//! edge MLPs, 4 of 12 flops in 16), so memory stays O(B·n·H) even for LJ-55.
+//!
+//! Determinism: chunks are split into [`GROUPS`] contiguous groups whose parameter gradients are
+//! summed in a fixed order, so results do not depend on the thread count.
+//!
+//! The maths (per layer; i receives from j over ordered pairs i ≠ j, e = (i, j)):
+//! ```text
+//! d_e = x_i − x_j, r_e = |d_e|², den_e = √(r_e + 1e-8) + 1, u_e = d_e / den_e
+//! pre_e = P_i + Q_j + r_e·w_r + a_e·w_a + b₁, s_e = SiLU(pre_e)
+//! m⁰_e = SiLU(s_e·W₂ᵀ + b₂), g_e = σ(m⁰_e·w_att + b_att), m_e = g_e·m⁰_e
+//! c_e = SiLU(m_e·W_c1ᵀ + b_c1)·w_c2, c′_e = range·tanh(c_e)
+//! x_i ← x_i + Σ_j u_e·c′_e,  agg_i = Σ_j m_e,  h_i ← h_i + SiLU([h_i, agg_i]·W_n1ᵀ + b_n1)·W_n2ᵀ + b_n2
+//! ```
+//! with a_e = |x⁰_i − x⁰_j|² of the input and h⁰_i = t·w_emb + b_emb; output x_L − x⁰, mean-free.
+
+use rayon::prelude::*;
+
+use super::fused::FusedKernel;
+use std::cell::RefCell;
+
+use super::dense::{
+    add_col_sums, axpy, bias_silu, bias_silu_keep_grad, dot_f32, gemm_nn, gemm_nt, gemm_tn,
+    mul_assign, sigmoid, silu_keep_grad, silu_slice,
+};
+
+/// Number of contiguous chunk groups whose gradients are summed in a fixed order.
+pub const GROUPS: usize = 4;
+/// Edge rows per chunk the chunking aims for (whole configurations per chunk).
+const TARGET_EDGES: usize = 768;
+
+/// Shape and options of an EGNN.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EgnnDims {
+    /// Particles.
+    pub n: usize,
+    /// Spatial dimension.
+    pub d: usize,
+    /// Hidden width H.
+    pub h: usize,
+    pub layers: usize,
+    pub attention: bool,
+    pub tanh: bool,
+    /// Per-layer coordinate range (coords_range / layers) when `tanh`.
+    pub range: f32,
+}
+
+/// Offsets of one layer's parameters in θ (PyTorch layout: weights `[out, in]`).
+#[derive(Clone, Copy, Debug)]
+struct LayerOff {
+    w_src: usize,
+    w_dst: usize,
+    w_r: usize,
+    w_a: usize,
+    b1: usize,
+    w2: usize,
+    b2: usize,
+    w_att: usize,
+    b_att: usize,
+    wc1: usize,
+    bc1: usize,
+    wc2: usize,
+    wn1: usize,
+    bn1: usize,
+    wn2: usize,
+    bn2: usize,
+}
+
+/// The fused EGNN: parameter layout and kernels.
+#[derive(Clone, Debug)]
+pub struct EgnnCpu {
+    dims: EgnnDims,
+    specs: Vec<(String, Vec<usize>)>,
+    emb_w: usize,
+    emb_b: usize,
+    layers: Vec<LayerOff>,
+    total: usize,
+}
+
+impl EgnnCpu {
+    /// The kernels for `dims`, with θ laid out as [`EgnnCpu::param_specs`].
+    pub fn new(dims: EgnnDims) -> Self {
+        let h = dims.h;
+        let mut specs: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut off = 0usize;
+        let mut push = |name: String, shape: Vec<usize>| {
+            let o = off;
+            off += shape.iter().product::<usize>();
+            specs.push((name, shape));
+            o
+        };
+        let emb_w = push("emb.weight".into(), vec![h, 1]);
+        let emb_b = push("emb.bias".into(), vec![h]);
+        let mut layers = Vec::with_capacity(dims.layers);
+        for l in 0..dims.layers {
+            let p = format!("gcl{l}");
+            let w_src = push(format!("{p}.edge1.w_src"), vec![h, h]);
+            let w_dst = push(format!("{p}.edge1.w_dst"), vec![h, h]);
+            let w_r = push(format!("{p}.edge1.w_radial"), vec![1, h]);
+            let w_a = push(format!("{p}.edge1.w_attr"), vec![1, h]);
+            let b1 = push(format!("{p}.edge1.bias"), vec![h]);
+            let w2 = push(format!("{p}.edge2.weight"), vec![h, h]);
+            let b2 = push(format!("{p}.edge2.bias"), vec![h]);
+            let (w_att, b_att) = if dims.attention {
+                (
+                    push(format!("{p}.att.weight"), vec![1, h]),
+                    push(format!("{p}.att.bias"), vec![1]),
+                )
+            } else {
+                (usize::MAX, usize::MAX)
+            };
+            let wc1 = push(format!("{p}.coord1.weight"), vec![h, h]);
+            let bc1 = push(format!("{p}.coord1.bias"), vec![h]);
+            let wc2 = push(format!("{p}.coord2.weight"), vec![h, 1]);
+            let wn1 = push(format!("{p}.node1.weight"), vec![h, 2 * h]);
+            let bn1 = push(format!("{p}.node1.bias"), vec![h]);
+            let wn2 = push(format!("{p}.node2.weight"), vec![h, h]);
+            let bn2 = push(format!("{p}.node2.bias"), vec![h]);
+            layers.push(LayerOff {
+                w_src,
+                w_dst,
+                w_r,
+                w_a,
+                b1,
+                w2,
+                b2,
+                w_att,
+                b_att,
+                wc1,
+                bc1,
+                wc2,
+                wn1,
+                bn1,
+                wn2,
+                bn2,
+            });
+        }
+        Self {
+            dims,
+            specs,
+            emb_w,
+            emb_b,
+            layers,
+            total: off,
+        }
+    }
+
+    /// The network's shape.
+    pub fn dims(&self) -> &EgnnDims {
+        &self.dims
+    }
+
+    /// Parameter names and shapes, in θ order (the names of [`super::Egnn`]'s parameters).
+    pub fn param_specs(&self) -> &[(String, Vec<usize>)] {
+        &self.specs
+    }
+
+    /// Length of θ.
+    pub fn param_count(&self) -> usize {
+        self.total
+    }
+
+    /// Floats of node cache per particle per layer: h, x, P, Q, agg, zn1.
+    fn per_node(&self) -> usize {
+        5 * self.dims.h + self.dims.d
+    }
+
+    /// Length of the node cache that [`EgnnCpu::forward`] fills for a batch of `b`.
+    pub fn cache_len(&self, b: usize) -> usize {
+        b * self.dims.n * self.dims.layers * self.per_node()
+    }
+
+    /// Configurations per chunk for a batch of `b`: about [`TARGET_EDGES`] edge rows, and at
+    /// least 2·[`GROUPS`] chunks when the batch allows.
+    fn chunk_configs(&self, b: usize) -> usize {
+        let per = self.dims.n * (self.dims.n - 1);
+        let by_edges = (TARGET_EDGES / per).max(1);
+        let by_spread = b.div_ceil(2 * GROUPS).max(1);
+        by_edges.min(by_spread)
+    }
+
+    fn check(&self, theta: &[f32], x: &[f32], t: &[f32]) -> usize {
+        let b = t.len();
+        let dim = self.dims.n * self.dims.d;
+        assert_eq!(theta.len(), self.total, "θ has the wrong length");
+        assert_eq!(x.len(), b * dim, "x must be [B, n·d] with B = t.len()");
+        b
+    }
+}
+
+impl FusedKernel for EgnnCpu {
+    fn name(&self) -> &'static str {
+        "egnn-cpu"
+    }
+
+    /// out `[B, n·d]` = the network at (x `[B, n·d]`, t `[B]`). With `cache`, the node states
+    /// needed by the backward pass are written there (resized to [`EgnnCpu::cache_len`]).
+    fn forward(
+        &self,
+        theta: &[f32],
+        x: &[f32],
+        t: &[f32],
+        out: &mut [f32],
+        cache: Option<&mut Vec<f32>>,
+    ) {
+        let b = self.check(theta, x, t);
+        let dims = self.dims;
+        let dim = dims.n * dims.d;
+        assert_eq!(out.len(), b * dim);
+        if b == 0 {
+            return;
+        }
+        let cpc = self.chunk_configs(b);
+        let node_block = cpc * dims.n * dims.layers * self.per_node();
+        match cache {
+            Some(cache) => {
+                // every element is written below: a reused buffer of the right size is not
+                // cleared
+                cache.resize(self.cache_len(b), 0.0);
+                out.par_chunks_mut(cpc * dim)
+                    .zip(cache.par_chunks_mut(node_block))
+                    .zip(x.par_chunks(cpc * dim))
+                    .zip(t.par_chunks(cpc))
+                    .for_each(|(((o, nodes), xc), tc)| {
+                        with_scratch(&dims, cpc, 0, |scr| {
+                            self.forward_chunk(theta, xc, tc, o, nodes, scr)
+                        })
+                    });
+            }
+            None => {
+                out.par_chunks_mut(cpc * dim)
+                    .zip(x.par_chunks(cpc * dim))
+                    .zip(t.par_chunks(cpc))
+                    .for_each(|((o, xc), tc)| {
+                        with_scratch(&dims, cpc, node_block, |scr| {
+                            let len = tc.len() * dims.n * dims.layers * self.per_node();
+                            let mut nodes = std::mem::take(&mut scr.nodes);
+                            self.forward_chunk(theta, xc, tc, o, &mut nodes[..len], scr);
+                            scr.nodes = nodes;
+                        })
+                    });
+            }
+        }
+    }
+
+    /// Gradients of Σ gout·out: added to `gtheta` (`[P]`), written to `gx` (`[B, n·d]`).
+    /// `cache` must come from the forward pass with the same θ, x and t.
+    fn backward(
+        &self,
+        theta: &[f32],
+        x: &[f32],
+        t: &[f32],
+        cache: &[f32],
+        gout: &[f32],
+        gtheta: &mut [f32],
+        gx: Option<&mut [f32]>,
+    ) {
+        let b = self.check(theta, x, t);
+        // the input gradient costs little beside the coordinate chain: always computed
+        let mut own = Vec::new();
+        let gx = match gx {
+            Some(g) => g,
+            None => {
+                own.resize(x.len(), 0.0);
+                &mut own[..]
+            }
+        };
+        let dims = self.dims;
+        let dim = dims.n * dims.d;
+        assert_eq!(
+            cache.len(),
+            self.cache_len(b),
+            "cache does not match the batch"
+        );
+        assert_eq!(gout.len(), b * dim);
+        assert_eq!(gx.len(), b * dim);
+        assert_eq!(gtheta.len(), self.total);
+        if b == 0 {
+            return;
+        }
+        let cpc = self.chunk_configs(b);
+        let chunks = b.div_ceil(cpc);
+        let per_group = chunks.div_ceil(GROUPS);
+        let node_block = cpc * dims.n * dims.layers * self.per_node();
+        // group g: chunks [g·per_group, (g+1)·per_group)
+        let span = per_group * cpc;
+        let partial: Vec<Vec<f32>> = gx
+            .par_chunks_mut(span * dim)
+            .enumerate()
+            .map(|(g, gx_g)| {
+                let mut acc = vec![0.0f32; self.total];
+                let c0 = g * span;
+                for (k, gx_c) in gx_g.chunks_mut(cpc * dim).enumerate() {
+                    let s = c0 + k * cpc;
+                    let e = (s + cpc).min(b);
+                    let chunk = s / cpc;
+                    let nodes = &cache[chunk * node_block..]
+                        [..(e - s) * dims.n * dims.layers * self.per_node()];
+                    with_scratch(&dims, cpc, 0, |scr| {
+                        self.backward_chunk(
+                            theta,
+                            &x[s * dim..e * dim],
+                            &t[s..e],
+                            nodes,
+                            &gout[s * dim..e * dim],
+                            &mut acc,
+                            gx_c,
+                            scr,
+                        )
+                    });
+                }
+                acc
+            })
+            .collect();
+        for p in &partial {
+            for (a, v) in gtheta.iter_mut().zip(p) {
+                *a += v;
+            }
+        }
+    }
+}
+
+impl EgnnCpu {
+    /// Offsets within a chunk's node block for layer `l` (`m` particles in the chunk).
+    fn node_offsets(&self, l: usize, m: usize) -> NodeOff {
+        let (h, d) = (self.dims.h, self.dims.d);
+        let base = l * m * self.per_node();
+        NodeOff {
+            h: base,
+            x: base + m * h,
+            p: base + m * (h + d),
+            q: base + m * (2 * h + d),
+            agg: base + m * (3 * h + d),
+            zn1: base + m * (4 * h + d),
+            end: base + m * self.per_node(),
+        }
+    }
+
+    /// Forward of one chunk of `tc.len()` configurations.
+    fn forward_chunk(
+        &self,
+        th: &[f32],
+        xc: &[f32],
+        tc: &[f32],
+        out: &mut [f32],
+        nodes: &mut [f32],
+        scr: &mut Scratch,
+    ) {
+        let EgnnDims { n, d, h, .. } = self.dims;
+        let c = tc.len();
+        let m = c * n;
+        // h⁰ = t·w_emb + b_emb, x⁰ = input
+        {
+            let o = self.node_offsets(0, m);
+            let (wv, bv) = (&th[self.emb_w..][..h], &th[self.emb_b..][..h]);
+            for (ci, &tv) in tc.iter().enumerate() {
+                for i in 0..n {
+                    let row = &mut nodes[o.h + (ci * n + i) * h..][..h];
+                    for ((r, &w), &bb) in row.iter_mut().zip(wv).zip(bv) {
+                        *r = tv * w + bb;
+                    }
+                }
+            }
+            nodes[o.x..o.x + m * d].copy_from_slice(xc);
+        }
+        self.attributes(xc, c, &mut scr.attr);
+        for l in 0..self.dims.layers {
+            let o = self.node_offsets(l, m);
+            let (cur, rest) = nodes.split_at_mut(o.end);
+            let cur = &mut cur[o.h..];
+            let (hx, pqaz) = cur.split_at_mut(m * (h + d));
+            let (hl, xl) = hx.split_at(m * h);
+            let (p, qaz) = pqaz.split_at_mut(m * h);
+            let (q, az) = qaz.split_at_mut(m * h);
+            let (agg, zn1) = az.split_at_mut(m * h);
+            let lo = self.layers[l];
+            gemm_nt(m, h, h, hl, h, &th[lo.w_src..], h, p, h, false);
+            gemm_nt(m, h, h, hl, h, &th[lo.w_dst..], h, q, h, false);
+            self.edges_forward(th, &lo, c, xl, p, q, scr, false);
+            // x_new, agg
+            let (xn, hn) = (&mut scr.x_new, &mut scr.h_new);
+            xn[..m * d].copy_from_slice(xl);
+            agg.fill(0.0);
+            let ep = n * (n - 1);
+            for ci in 0..c {
+                for i in 0..n {
+                    let v = ci * n + i;
+                    for k in 0..n - 1 {
+                        let e = ci * ep + i * (n - 1) + k;
+                        let cp = scr.cp[e];
+                        let u = &scr.unit[e * d..][..d];
+                        for (xv, &uv) in xn[v * d..][..d].iter_mut().zip(u) {
+                            *xv += uv * cp;
+                        }
+                        let mrow = &scr.m[e * h..][..h];
+                        for (a, &mv) in agg[v * h..][..h].iter_mut().zip(mrow) {
+                            *a += mv;
+                        }
+                    }
+                }
+            }
+            // node MLP: zn1 = [h, agg]·W_n1ᵀ + b_n1, h_new = h + SiLU(zn1)·W_n2ᵀ + b_n2
+            gemm_nt(m, h, h, hl, h, &th[lo.wn1..], 2 * h, zn1, h, false);
+            gemm_nt(m, h, h, agg, h, &th[lo.wn1 + h..], 2 * h, zn1, h, true);
+            let u = &mut scr.u[..m * h];
+            bias_silu(zn1, &th[lo.bn1..][..h], u);
+            let hn = &mut hn[..m * h];
+            hn.copy_from_slice(hl);
+            gemm_nt(m, h, h, u, h, &th[lo.wn2..], h, hn, h, true);
+            let bn2 = &th[lo.bn2..][..h];
+            for row in hn.chunks_exact_mut(h) {
+                for (r, &bb) in row.iter_mut().zip(bn2) {
+                    *r += bb;
+                }
+            }
+            if l + 1 < self.dims.layers {
+                let on = self.node_offsets(l + 1, m);
+                let next = &mut rest[on.h - o.end..];
+                next[..m * h].copy_from_slice(hn);
+                next[m * h..m * (h + d)].copy_from_slice(&xn[..m * d]);
+            } else {
+                // output: x_L − x⁰, mean over particles removed
+                for ci in 0..c {
+                    let o = &mut out[ci * n * d..][..n * d];
+                    let xs = &xn[ci * n * d..][..n * d];
+                    let x0 = &xc[ci * n * d..][..n * d];
+                    for k in 0..n * d {
+                        o[k] = xs[k] - x0[k];
+                    }
+                    for a in 0..d {
+                        let mean = (0..n).map(|i| o[i * d + a]).sum::<f32>() / n as f32;
+                        for i in 0..n {
+                            o[i * d + a] -= mean;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// a_e = |x⁰_i − x⁰_j|² for every edge of the chunk.
+    fn attributes(&self, x0: &[f32], c: usize, attr: &mut [f32]) {
+        let (n, d) = (self.dims.n, self.dims.d);
+        let mut e = 0;
+        for ci in 0..c {
+            let xs = &x0[ci * n * d..][..n * d];
+            for i in 0..n {
+                for j in 0..n {
+                    if i != j {
+                        attr[e] = (0..d)
+                            .map(|a| (xs[i * d + a] - xs[j * d + a]).powi(2))
+                            .sum();
+                        e += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Edge activations of one layer for a chunk of `c` configurations (into `scr`), from the
+    /// layer's coordinates `xl` and split first-layer products `p`, `q`.
+    #[allow(clippy::too_many_arguments)]
+    fn edges_forward(
+        &self,
+        th: &[f32],
+        lo: &LayerOff,
+        c: usize,
+        xl: &[f32],
+        p: &[f32],
+        q: &[f32],
+        scr: &mut Scratch,
+        keep_grad: bool,
+    ) {
+        let EgnnDims { n, d, h, .. } = self.dims;
+        let ne = c * n * (n - 1);
+        let (wr, wa, b1) = (&th[lo.w_r..][..h], &th[lo.w_a..][..h], &th[lo.b1..][..h]);
+        let mut e = 0;
+        for ci in 0..c {
+            for i in 0..n {
+                let vi = ci * n + i;
+                for j in 0..n {
+                    if i == j {
+                        continue;
+                    }
+                    let vj = ci * n + j;
+                    let mut r = 0.0f32;
+                    for a in 0..d {
+                        let dv = xl[vi * d + a] - xl[vj * d + a];
+                        scr.diff[e * d + a] = dv;
+                        r += dv * dv;
+                    }
+                    let den = (r + 1e-8).sqrt() + 1.0;
+                    for a in 0..d {
+                        scr.unit[e * d + a] = scr.diff[e * d + a] / den;
+                    }
+                    scr.r[e] = r;
+                    scr.den[e] = den;
+                    let at = scr.attr[e];
+                    let row = &mut scr.pre[e * h..][..h];
+                    let (pi, qj) = (&p[vi * h..][..h], &q[vj * h..][..h]);
+                    for k in 0..h {
+                        row[k] = pi[k] + qj[k] + r * wr[k] + at * wa[k] + b1[k];
+                    }
+                    e += 1;
+                }
+            }
+        }
+        // with keep_grad, pre, z2 and zc1 are overwritten by SiLU′ of themselves
+        if keep_grad {
+            silu_keep_grad(&mut scr.pre[..ne * h], &mut scr.s1[..ne * h]);
+        } else {
+            silu_slice(&scr.pre[..ne * h], &mut scr.s1[..ne * h]);
+        }
+        gemm_nt(ne, h, h, &scr.s1, h, &th[lo.w2..], h, &mut scr.z2, h, false);
+        if keep_grad {
+            bias_silu_keep_grad(
+                &mut scr.z2[..ne * h],
+                &th[lo.b2..][..h],
+                &mut scr.m0[..ne * h],
+            );
+        } else {
+            bias_silu(
+                &mut scr.z2[..ne * h],
+                &th[lo.b2..][..h],
+                &mut scr.m0[..ne * h],
+            );
+        }
+        if self.dims.attention {
+            let (watt, batt) = (&th[lo.w_att..][..h], th[lo.b_att]);
+            for e in 0..ne {
+                let m0 = &scr.m0[e * h..][..h];
+                let g = sigmoid(dot_f32(m0, watt) + batt);
+                scr.gate[e] = g;
+                for (mv, &v) in scr.m[e * h..][..h].iter_mut().zip(m0) {
+                    *mv = g * v;
+                }
+            }
+        } else {
+            scr.m[..ne * h].copy_from_slice(&scr.m0[..ne * h]);
+        }
+        gemm_nt(
+            ne,
+            h,
+            h,
+            &scr.m,
+            h,
+            &th[lo.wc1..],
+            h,
+            &mut scr.zc1,
+            h,
+            false,
+        );
+        if keep_grad {
+            bias_silu_keep_grad(
+                &mut scr.zc1[..ne * h],
+                &th[lo.bc1..][..h],
+                &mut scr.c1[..ne * h],
+            );
+        } else {
+            bias_silu(
+                &mut scr.zc1[..ne * h],
+                &th[lo.bc1..][..h],
+                &mut scr.c1[..ne * h],
+            );
+        }
+        let wc2 = &th[lo.wc2..][..h];
+        for e in 0..ne {
+            let cv = dot_f32(&scr.c1[e * h..][..h], wc2);
+            scr.cp[e] = if self.dims.tanh {
+                self.dims.range * cv.tanh()
+            } else {
+                cv
+            };
+        }
+    }
+
+    /// Backward of one chunk: parameter gradients added to `acc`, input gradient into `gx_out`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_chunk(
+        &self,
+        th: &[f32],
+        xc: &[f32],
+        tc: &[f32],
+        nodes: &[f32],
+        gout: &[f32],
+        acc: &mut [f32],
+        gx_out: &mut [f32],
+        scr: &mut Scratch,
+    ) {
+        let EgnnDims { n, d, h, .. } = self.dims;
+        let c = tc.len();
+        let m = c * n;
+        let ep = n * (n - 1);
+        let ne = c * ep;
+        // gradient w.r.t. x_L: gout with the mean over particles removed
+        let mut gx = std::mem::take(&mut scr.gx);
+        let mut gx_new = std::mem::take(&mut scr.gx_new);
+        let mut gh = std::mem::take(&mut scr.gh);
+        let mut gh_new = std::mem::take(&mut scr.gh_new);
+        for ci in 0..c {
+            let g = &gout[ci * n * d..][..n * d];
+            let o = &mut gx[ci * n * d..][..n * d];
+            for a in 0..d {
+                let mean = (0..n).map(|i| g[i * d + a]).sum::<f32>() / n as f32;
+                for i in 0..n {
+                    o[i * d + a] = g[i * d + a] - mean;
+                }
+            }
+        }
+        // the direct path out = x_L − x⁰
+        for (o, &v) in gx_out.iter_mut().zip(&gx[..m * d]) {
+            *o = -v;
+        }
+        gh[..m * h].fill(0.0);
+        self.attributes(xc, c, &mut scr.attr);
+        scr.gattr[..ne].fill(0.0);
+        for l in (0..self.dims.layers).rev() {
+            let lo = self.layers[l];
+            let o = self.node_offsets(l, m);
+            let hl = &nodes[o.h..][..m * h];
+            let xl = &nodes[o.x..][..m * d];
+            let p = &nodes[o.p..][..m * h];
+            let q = &nodes[o.q..][..m * h];
+            let agg = &nodes[o.agg..][..m * h];
+            let zn1 = &nodes[o.zn1..][..m * h];
+            self.edges_forward(th, &lo, c, xl, p, q, scr, true);
+            let ghs = &gh[..m * h];
+            let ghn = &mut gh_new[..m * h];
+            let gxs = &gx[..m * d];
+            // node MLP
+            let u = &mut scr.u[..m * h];
+            let dzn = &mut scr.dzn[..m * h];
+            dzn.copy_from_slice(zn1);
+            silu_keep_grad(dzn, u);
+            gemm_tn(h, h, m, ghs, h, u, h, &mut acc[lo.wn2..], h, true);
+            add_col_sums(ghs, &mut acc[lo.bn2..][..h]);
+            let gz = &mut scr.gnode[..m * h];
+            gemm_nn(m, h, h, ghs, h, &th[lo.wn2..], h, gz, h, false);
+            mul_assign(gz, dzn);
+            gemm_tn(h, h, m, gz, h, hl, h, &mut acc[lo.wn1..], 2 * h, true);
+            gemm_tn(h, h, m, gz, h, agg, h, &mut acc[lo.wn1 + h..], 2 * h, true);
+            add_col_sums(gz, &mut acc[lo.bn1..][..h]);
+            ghn.copy_from_slice(ghs);
+            gemm_nn(m, h, h, gz, h, &th[lo.wn1..], 2 * h, ghn, h, true);
+            let gagg = &mut scr.gagg[..m * h];
+            gemm_nn(m, h, h, gz, h, &th[lo.wn1 + h..], 2 * h, gagg, h, false);
+            // coordinate update: x_new_i = x_i + Σ_j u_e·c′_e
+            let gxn = &mut gx_new[..m * d];
+            gxn.copy_from_slice(gxs);
+            let wc2 = &th[lo.wc2..][..h];
+            {
+                let gc1 = &mut scr.ga[..ne * h];
+                for ci in 0..c {
+                    for i in 0..n {
+                        let v = ci * n + i;
+                        let gxi = &gxs[v * d..][..d];
+                        for k in 0..n - 1 {
+                            let e = ci * ep + i * (n - 1) + k;
+                            let u = &scr.unit[e * d..][..d];
+                            let cp = scr.cp[e];
+                            let gcp: f32 = gxi.iter().zip(u).map(|(g, u)| g * u).sum();
+                            for (gu, &g) in scr.gunit[e * d..][..d].iter_mut().zip(gxi) {
+                                *gu = g * cp;
+                            }
+                            let gcv = if self.dims.tanh {
+                                let tv = cp / self.dims.range;
+                                gcp * self.dims.range * (1.0 - tv * tv)
+                            } else {
+                                gcp
+                            };
+                            axpy(gcv, &scr.c1[e * h..][..h], &mut acc[lo.wc2..][..h]);
+                            for (g, &w) in gc1[e * h..][..h].iter_mut().zip(wc2) {
+                                *g = gcv * w;
+                            }
+                        }
+                    }
+                }
+                mul_assign(gc1, &scr.zc1[..ne * h]);
+                gemm_tn(h, h, ne, gc1, h, &scr.m, h, &mut acc[lo.wc1..], h, true);
+                add_col_sums(gc1, &mut acc[lo.bc1..][..h]);
+                // gm = gzc1·W_c1 + gagg_i
+                let gm = &mut scr.gb[..ne * h];
+                gemm_nn(ne, h, h, gc1, h, &th[lo.wc1..], h, gm, h, false);
+                for e in 0..ne {
+                    let v = (e / ep) * n + (e % ep) / (n - 1);
+                    for (g, &a) in gm[e * h..][..h].iter_mut().zip(&gagg[v * h..][..h]) {
+                        *g += a;
+                    }
+                }
+            }
+            // attention gate: m = g·m⁰, g = σ(m⁰·w_att + b_att)
+            let gm = &mut scr.gb[..ne * h];
+            if self.dims.attention {
+                let watt = &th[lo.w_att..][..h];
+                let mut gb_att = 0.0f32;
+                for e in 0..ne {
+                    let m0 = &scr.m0[e * h..][..h];
+                    let g = scr.gate[e];
+                    let row = &mut gm[e * h..][..h];
+                    let gg = dot_f32(row, m0);
+                    let gza = gg * g * (1.0 - g);
+                    gb_att += gza;
+                    axpy(gza, m0, &mut acc[lo.w_att..][..h]);
+                    for (r, &w) in row.iter_mut().zip(watt) {
+                        *r = *r * g + gza * w;
+                    }
+                }
+                acc[lo.b_att] += gb_att;
+            }
+            // m⁰ = SiLU(z2), z2 = s·W₂ᵀ + b₂
+            mul_assign(gm, &scr.z2[..ne * h]);
+            gemm_tn(h, h, ne, gm, h, &scr.s1, h, &mut acc[lo.w2..], h, true);
+            add_col_sums(gm, &mut acc[lo.b2..][..h]);
+            let gs = &mut scr.ga[..ne * h];
+            gemm_nn(ne, h, h, gm, h, &th[lo.w2..], h, gs, h, false);
+            mul_assign(gs, &scr.pre[..ne * h]);
+            // pre = P_i + Q_j + r·w_r + a·w_a + b₁
+            add_col_sums(gs, &mut acc[lo.b1..][..h]);
+            let (wr, wa) = (&th[lo.w_r..][..h], &th[lo.w_a..][..h]);
+            let gp = &mut scr.gp[..m * h];
+            let gq = &mut scr.gq[..m * h];
+            gp.fill(0.0);
+            gq.fill(0.0);
+            let mut e = 0;
+            for ci in 0..c {
+                for i in 0..n {
+                    let vi = ci * n + i;
+                    for j in 0..n {
+                        if i == j {
+                            continue;
+                        }
+                        let vj = ci * n + j;
+                        let row = &gs[e * h..][..h];
+                        axpy(scr.r[e], row, &mut acc[lo.w_r..][..h]);
+                        axpy(scr.attr[e], row, &mut acc[lo.w_a..][..h]);
+                        let gr = dot_f32(row, wr);
+                        scr.gattr[e] += dot_f32(row, wa);
+                        for (g, &v) in gp[vi * h..][..h].iter_mut().zip(row) {
+                            *g += v;
+                        }
+                        for (g, &v) in gq[vj * h..][..h].iter_mut().zip(row) {
+                            *g += v;
+                        }
+                        // geometry: u = d/den, den = √(r + 1e-8) + 1, r = |d|²
+                        let den = scr.den[e];
+                        let s = den - 1.0;
+                        let dv = &scr.diff[e * d..][..d];
+                        let gu = &scr.gunit[e * d..][..d];
+                        let gud: f32 = (0..d).map(|a| gu[a] * dv[a]).sum();
+                        let k = gud / (den * den * s);
+                        for a in 0..d {
+                            let gd = gu[a] / den - k * dv[a] + 2.0 * gr * dv[a];
+                            gxn[vi * d + a] += gd;
+                            gxn[vj * d + a] -= gd;
+                        }
+                        e += 1;
+                    }
+                }
+            }
+            gemm_tn(h, h, m, gp, h, hl, h, &mut acc[lo.w_src..], h, true);
+            gemm_tn(h, h, m, gq, h, hl, h, &mut acc[lo.w_dst..], h, true);
+            gemm_nn(m, h, h, gp, h, &th[lo.w_src..], h, ghn, h, true);
+            gemm_nn(m, h, h, gq, h, &th[lo.w_dst..], h, ghn, h, true);
+            std::mem::swap(&mut gx, &mut gx_new);
+            std::mem::swap(&mut gh, &mut gh_new);
+        }
+        // embedding h⁰ = t·w_emb + b_emb
+        for (ci, &tv) in tc.iter().enumerate() {
+            for i in 0..n {
+                let row = &gh[(ci * n + i) * h..][..h];
+                axpy(tv, row, &mut acc[self.emb_w..][..h]);
+                for (a, &g) in acc[self.emb_b..][..h].iter_mut().zip(row) {
+                    *a += g;
+                }
+            }
+        }
+        // input: the chain through x⁰ = x_0 and the edge attributes a_e = |x⁰_i − x⁰_j|²
+        for (o, &v) in gx_out.iter_mut().zip(&gx[..m * d]) {
+            *o += v;
+        }
+        let mut e = 0;
+        for ci in 0..c {
+            for i in 0..n {
+                for j in 0..n {
+                    if i == j {
+                        continue;
+                    }
+                    let (vi, vj) = (ci * n + i, ci * n + j);
+                    for a in 0..d {
+                        let g = 2.0 * scr.gattr[e] * (xc[vi * d + a] - xc[vj * d + a]);
+                        gx_out[vi * d + a] += g;
+                        gx_out[vj * d + a] -= g;
+                    }
+                    e += 1;
+                }
+            }
+        }
+        scr.gx = gx;
+        scr.gx_new = gx_new;
+        scr.gh = gh;
+        scr.gh_new = gh_new;
+    }
+}
+
+/// Offsets of one layer's node arrays in a chunk's node block.
+struct NodeOff {
+    h: usize,
+    x: usize,
+    p: usize,
+    q: usize,
+    agg: usize,
+    zn1: usize,
+    end: usize,
+}
+
+/// Per-thread working memory for one chunk, kept between calls (see [`with_scratch`]).
+#[derive(Default)]
+struct Scratch {
+    // edge rows [E, H]
+    pre: Vec<f32>,
+    s1: Vec<f32>,
+    z2: Vec<f32>,
+    m0: Vec<f32>,
+    m: Vec<f32>,
+    zc1: Vec<f32>,
+    c1: Vec<f32>,
+    ga: Vec<f32>,
+    gb: Vec<f32>,
+    // edge scalars and vectors
+    r: Vec<f32>,
+    den: Vec<f32>,
+    attr: Vec<f32>,
+    gattr: Vec<f32>,
+    gate: Vec<f32>,
+    cp: Vec<f32>,
+    diff: Vec<f32>,
+    unit: Vec<f32>,
+    gunit: Vec<f32>,
+    // node rows
+    u: Vec<f32>,
+    dzn: Vec<f32>,
+    x_new: Vec<f32>,
+    h_new: Vec<f32>,
+    gx: Vec<f32>,
+    gx_new: Vec<f32>,
+    gh: Vec<f32>,
+    gh_new: Vec<f32>,
+    gnode: Vec<f32>,
+    gagg: Vec<f32>,
+    gp: Vec<f32>,
+    gq: Vec<f32>,
+    /// Node states of a forward pass without a cache.
+    nodes: Vec<f32>,
+}
+
+impl Scratch {
+    /// Grow every buffer to what a chunk of `cpc` configurations needs (contents are
+    /// scratch: every use writes before it reads).
+    fn ensure(&mut self, dims: &EgnnDims, cpc: usize, nodes: usize) {
+        let (n, d, h) = (dims.n, dims.d, dims.h);
+        let e = cpc * n * (n - 1);
+        let m = cpc * n;
+        let grow = |v: &mut Vec<f32>, k: usize| {
+            if v.len() < k {
+                v.resize(k, 0.0);
+            }
+        };
+        for v in [
+            &mut self.pre,
+            &mut self.s1,
+            &mut self.z2,
+            &mut self.m0,
+            &mut self.m,
+            &mut self.zc1,
+            &mut self.c1,
+            &mut self.ga,
+            &mut self.gb,
+        ] {
+            grow(v, e * h);
+        }
+        for v in [
+            &mut self.r,
+            &mut self.den,
+            &mut self.attr,
+            &mut self.gattr,
+            &mut self.gate,
+            &mut self.cp,
+        ] {
+            grow(v, e);
+        }
+        for v in [&mut self.diff, &mut self.unit, &mut self.gunit] {
+            grow(v, e * d);
+        }
+        for v in [&mut self.x_new, &mut self.gx, &mut self.gx_new] {
+            grow(v, m * d);
+        }
+        for v in [
+            &mut self.u,
+            &mut self.dzn,
+            &mut self.h_new,
+            &mut self.gh,
+            &mut self.gh_new,
+            &mut self.gnode,
+            &mut self.gagg,
+            &mut self.gp,
+            &mut self.gq,
+        ] {
+            grow(v, m * h);
+        }
+        grow(&mut self.nodes, nodes);
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Run `f` with this thread's scratch, grown for chunks of `cpc` configurations and a node
+/// block of `nodes` floats. Buffers are reused across calls: no allocation or zeroing per call.
+fn with_scratch<R>(
+    dims: &EgnnDims,
+    cpc: usize,
+    nodes: usize,
+    f: impl FnOnce(&mut Scratch) -> R,
+) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        s.ensure(dims, cpc, nodes);
+        f(&mut s)
+    })
+}
