@@ -5,6 +5,7 @@
 //! trainer → sampler → evaluation. See ARCHITECTURE.md for the module map and invariants.
 
 pub mod bench;
+pub mod cnf;
 pub mod config;
 pub mod dem_target;
 pub mod energy;

@@ -4,6 +4,7 @@
 mod bench;
 mod energy;
 mod mcmc;
+mod nll;
 mod sample;
 mod train;
 
@@ -42,6 +43,8 @@ enum Command {
     Eval(sample::EvalArgs),
     /// Reference samples by MCMC (MALA / HMC, optional parallel tempering) with diagnostics.
     Mcmc(mcmc::McmcArgs),
+    /// Likelihood evaluation: fit a CNF on samples, report test NLL, log Z and ESS.
+    Nll(nll::NllArgs),
     /// Plot samples against reference samples (log-density with samples for 2-D targets, energy histograms).
     Plot(sample::PlotArgs),
 }
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => sample::eval(&args),
         Command::Plot(args) => sample::plot(&args),
         Command::Mcmc(args) => mcmc::run(&args),
+        Command::Nll(args) => nll::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

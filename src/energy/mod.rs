@@ -270,7 +270,8 @@ impl Target {
         self.calls.store(0, Ordering::Relaxed);
     }
 
-    fn rows(&self, x: &[f32]) -> Result<usize> {
+    /// Number of configurations in a flat batch `x` (an error unless it is whole rows).
+    pub fn rows(&self, x: &[f32]) -> Result<usize> {
         let dim = self.dim();
         if x.len() % dim != 0 {
             return Err(Error::Shape(format!(

@@ -65,7 +65,7 @@ pub fn apply<K: FusedKernel>(
 struct FusedOp<K> {
     kernel: K,
     track: bool,
-    /// The forward pass's cache, taken by the backward pass.
+    /// The forward pass's cache, used by every backward pass through this op.
     cache: Mutex<Option<Vec<f32>>>,
 }
 
@@ -118,21 +118,22 @@ impl<K: FusedKernel> CustomOp3 for FusedOp<K> {
         let tv = t.flatten_all()?.to_vec1::<f32>()?;
         let th = theta.to_vec1::<f32>()?;
         let g = grad_res.flatten_all()?.to_vec1::<f32>()?;
-        let cache = match self.cache.lock().expect("kernel cache lock").take() {
-            Some(c) => c,
-            None => {
-                let mut c = Vec::new();
-                let mut out = vec![0.0f32; xv.len()];
-                self.kernel.forward(&th, &xv, &tv, &mut out, Some(&mut c));
-                c
-            }
-        };
+        // the cache stays with the op: several backward passes through one forward pass (a
+        // Jacobian row by row) reuse it; it is freed with the graph
+        let mut guard = self.cache.lock().expect("kernel cache lock");
+        if guard.is_none() {
+            let mut c = Vec::new();
+            let mut out = vec![0.0f32; xv.len()];
+            self.kernel.forward(&th, &xv, &tv, &mut out, Some(&mut c));
+            *guard = Some(c);
+        }
+        let cache = guard.as_deref().expect("cache just filled");
         let mut gth = vec![0.0f32; th.len()];
         // the input's gradient only where candle tracks the input (not for training data)
         let mut gx = x.track_op().then(|| vec![0.0f32; xv.len()]);
         self.kernel
-            .backward(&th, &xv, &tv, &cache, &g, &mut gth, gx.as_deref_mut());
-        drop(cache);
+            .backward(&th, &xv, &tv, cache, &g, &mut gth, gx.as_deref_mut());
+        drop(guard);
         let gx = gx
             .map(|v| Tensor::from_vec(v, x.shape(), x.device()))
             .transpose()?;
