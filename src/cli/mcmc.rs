@@ -66,6 +66,10 @@ pub struct McmcArgs {
     /// Start the chains from the rows of this .npy file (cycled).
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Relaxation steps before warm-up (capped gradient ascent on log p: moves starts out of
+    /// overlapping particles and other extreme energies; counted as target evaluations).
+    #[arg(long, default_value_t = 100)]
+    relax: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Reference samples: evaluate the result against them (metrics of `idem eval`).
@@ -114,6 +118,7 @@ pub fn run(a: &McmcArgs) -> Result<()> {
         t_max: a.t_max,
         init,
         init_step: a.step_size,
+        relax_steps: a.relax,
         seed: a.seed,
         trace_chains: 8,
     };
@@ -157,6 +162,7 @@ pub fn run(a: &McmcArgs) -> Result<()> {
         "warmup_steps": run.warmup_done,
         "sampling_steps": run.steps_done,
         "thin": a.thin,
+        "relax_steps": a.relax,
         "energy_calls": run.energy_calls,
         "stopped_by_budget": run.stopped_by_budget,
         "wall_s": run.wall_s,

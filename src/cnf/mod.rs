@@ -83,19 +83,23 @@ impl CnfConfig {
                 1.0,
             ),
         };
+        // GMM-40: 40 narrow modes need a long fit (measured: test NLL − true 0.19 after 10k
+        // steps, 0.075 after 30k, 0.025 after 60k); exact minibatch OT costs ~160 ms per
+        // 512-point step against ~12 ms for the MLP, so it is off there
+        let gmm = name.starts_with("gmm");
         Self {
             target: name,
             seed: 0,
             prior_std,
             data_scale,
-            steps: 5000,
+            steps: if gmm { 60_000 } else { 5000 },
             batch_size: 512,
             lr: 1e-3,
             lr_schedule: LrSchedule::Cosine,
             lr_final_fraction: 0.02,
             max_grad_norm: 1.0,
             ema_decay: 0.999,
-            ot_pairing: true,
+            ot_pairing: !gmm,
             atol: 1e-5,
             rtol: 1e-5,
             exact_divergence: dim <= 39,

@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use rand::RngExt;
 use rand_distr::StandardNormal;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::energy::Target;
@@ -90,6 +91,10 @@ pub struct McmcConfig {
     pub init: Init,
     /// Initial step size (adapted during warm-up).
     pub init_step: f64,
+    /// Relaxation steps before warm-up: capped gradient ascent on log p, which moves starts
+    /// out of overlaps and other extreme-energy regions where a Metropolis kernel rejects
+    /// every proposal (each step counts as one evaluation per replica). See [`relax`].
+    pub relax_steps: usize,
     pub seed: u64,
     /// T = 1 chains whose energy is recorded at every step for the trace plot.
     pub trace_chains: usize,
@@ -109,6 +114,7 @@ impl Default for McmcConfig {
             t_max: 10.0,
             init: Init::Prior { std: 1.0 },
             init_step: 1e-3,
+            relax_steps: 0,
             seed: 0,
             trace_chains: 8,
         }
@@ -146,6 +152,36 @@ impl McmcRun {
             .map(|d| self.samples[(d * self.chains + c) * self.dim + k])
             .collect()
     }
+}
+
+/// Largest move of one coordinate per relaxation step.
+const RELAX_MAX_MOVE: f64 = 0.05;
+/// Gradient-ascent rate of relaxation where gradients are small.
+const RELAX_RATE: f64 = 1e-2;
+
+/// `steps` steps of x ← x + η·∇log p(x) on every replica with η = min(RELAX_RATE,
+/// RELAX_MAX_MOVE / max_k |∂_k log p|): no coordinate moves more than RELAX_MAX_MOVE per step,
+/// so a start with overlapping particles (gradient ~1e8) is pushed apart steadily instead of
+/// jumping. Gradients are already mean-free for particle systems.
+pub fn relax(target: &Target, reps: &mut Replicas, steps: usize) -> Result<()> {
+    let dim = reps.dim;
+    for _ in 0..steps {
+        reps.x
+            .par_chunks_mut(dim)
+            .zip(reps.grad.par_chunks(dim))
+            .for_each(|(x, g)| {
+                let gmax = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                let eta = RELAX_RATE.min(RELAX_MAX_MOVE / gmax.max(f64::MIN_POSITIVE));
+                x.iter_mut().zip(g).for_each(|(a, b)| *a += eta * b);
+            });
+        replicas::evaluate(target, &reps.x, &mut reps.lp, &mut reps.grad)?;
+        if let Some(i) = reps.lp.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite(format!(
+                "replica {i} reached an invalid configuration during relaxation"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn initial_state(target: &Target, cfg: &McmcConfig, replicas: usize) -> Result<Vec<f64>> {
@@ -236,6 +272,7 @@ pub fn run(
              particles); choose another initial state"
         )));
     }
+    relax(target, &mut reps, cfg.relax_steps)?;
     let target_accept = cfg.target_accept.unwrap_or(cfg.kernel.default_accept());
     let mut adapters: Vec<DualAveraging> = (0..k)
         .map(|_| DualAveraging::new(cfg.init_step, target_accept))
@@ -558,5 +595,35 @@ mod tests {
         .is_err());
         // DW-4 at the origin is finite (no singularity): allowed
         assert!(run(&target, &overlap, |_, _, _| {}).is_ok());
+    }
+
+    /// Relaxation pushes overlapping LJ-13 starts (energies up to ~1e8) down to bound-state
+    /// energies, moving no coordinate more than RELAX_MAX_MOVE per step.
+    #[test]
+    fn relaxation_removes_overlaps() {
+        let target = Target::by_name("lj13").unwrap();
+        let cfg = McmcConfig {
+            init: Init::Prior { std: 1.0 },
+            chains: 64,
+            ..McmcConfig::default()
+        };
+        let x0 = initial_state(&target, &cfg, 64).unwrap();
+        let mut reps = Replicas::new(&target, x0.clone(), vec![1.0; 64], 1).unwrap();
+        let worst0 = reps.lp.iter().cloned().fold(f64::INFINITY, f64::min);
+        assert!(
+            worst0 < -1e3,
+            "the test needs a start with overlaps: {worst0}"
+        );
+        relax(&target, &mut reps, 1).unwrap();
+        let moved = reps
+            .x
+            .iter()
+            .zip(&x0)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(moved <= RELAX_MAX_MOVE + 1e-12, "{moved}");
+        relax(&target, &mut reps, 300).unwrap();
+        let worst = reps.lp.iter().cloned().fold(f64::INFINITY, f64::min);
+        assert!(worst > 0.0, "an LJ-13 replica still has energy {}", -worst);
     }
 }
