@@ -239,3 +239,119 @@ fn published_splits_have_finite_energies() {
         );
     }
 }
+
+#[test]
+fn mcmc_command_writes_samples_report_and_trace_and_honours_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.npy");
+    let o = out.to_str().unwrap();
+    let (ok, _, err) = idem(&[
+        "mcmc",
+        "--target",
+        "dw4",
+        "--chains",
+        "16",
+        "--warmup",
+        "50",
+        "--steps",
+        "100",
+        "--thin",
+        "10",
+        "--kernel",
+        "hmc",
+        "--leapfrog",
+        "5",
+        "--init-std",
+        "2",
+        "--out",
+        o,
+    ]);
+    assert!(ok, "{err}");
+    let a = npy::read(&out).unwrap();
+    assert_eq!(a.shape, vec![160, 8]);
+    let rep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    // 16 chains: 100 relaxation steps × 1, warm-up and sampling 150 steps × (5 + 1) evaluations
+    let calls = rep["energy_calls"].as_u64().unwrap();
+    assert!(
+        (16 * (150 * 5 + 100)..=16 * (150 * 6 + 102)).contains(&calls),
+        "{calls}"
+    );
+    assert!(rep["convergence"]["energy_rhat"].as_f64().unwrap() > 0.9);
+    assert!(dir.path().join("r.trace.png").exists());
+    // a budget below one sampling step's worth stops early and says so
+    let (ok, _, err) = idem(&[
+        "mcmc", "--target", "dw4", "--chains", "16", "--warmup", "50", "--steps", "100", "--out",
+        o, "--budget", "2000",
+    ]);
+    assert!(!ok && err.contains("budget"), "{err}");
+}
+
+#[test]
+fn nll_command_reports_likelihood_log_z_and_ess() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    for (name, seed, n) in [("train.npy", "1", "2000"), ("test.npy", "2", "50")] {
+        let (ok, _, err) = idem(&[
+            "exact",
+            "--target",
+            "gmm40",
+            "-n",
+            n,
+            "--seed",
+            seed,
+            "--out",
+            &p(name),
+        ]);
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = idem(&[
+        "nll",
+        "--target",
+        "gmm40",
+        "--samples",
+        &p("train.npy"),
+        "--test",
+        &p("test.npy"),
+        "--out",
+        &p("nll"),
+        "--steps",
+        "200",
+        "--model-samples",
+        "100",
+    ]);
+    assert!(ok, "{err}");
+    let rep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("nll/report.json")).unwrap()).unwrap();
+    for key in ["nll", "nfe", "logz_lower_bound", "logz", "ess"] {
+        assert!(rep[key].as_f64().is_some(), "report lacks {key}: {rep}");
+    }
+    let ess = rep["ess"].as_f64().unwrap();
+    assert!(ess > 0.0 && ess <= 1.0);
+    // log Z of the normalised GMM is 0: the lower bound may not exceed the estimate
+    assert!(rep["logz_lower_bound"].as_f64().unwrap() <= rep["logz"].as_f64().unwrap() + 1e-9);
+    // the NLL of a barely trained flow is finite and not below the true value by much
+    let nll = rep["nll"].as_f64().unwrap();
+    assert!(nll.is_finite() && nll > rep["target_mean_neg_log_p"].as_f64().unwrap() - 0.5);
+    assert!(Path::new(&p("nll/cnf.safetensors")).exists());
+    // the saved CNF is reusable and gives the same NLL
+    let (ok, _, err) = idem(&[
+        "nll",
+        "--target",
+        "gmm40",
+        "--samples",
+        &p("train.npy"),
+        "--test",
+        &p("test.npy"),
+        "--out",
+        &p("nll2"),
+        "--cnf",
+        &p("nll"),
+        "--model-samples",
+        "0",
+    ]);
+    assert!(ok, "{err}");
+    let rep2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("nll2/report.json")).unwrap()).unwrap();
+    assert!((rep2["nll"].as_f64().unwrap() - nll).abs() < 1e-9);
+}

@@ -151,13 +151,7 @@ impl Cnf {
             nfe: 0,
         };
         for (c, chunk) in y.chunks(CHUNK * dim).enumerate() {
-            let rows = chunk.len() / dim;
-            let mut state = vec![0.0f64; rows * (dim + 1)];
-            for r in 0..rows {
-                for k in 0..dim {
-                    state[r * (dim + 1) + k] = f64::from(chunk[r * dim + k]);
-                }
-            }
+            let mut state = augmented(chunk, dim);
             out.nfe += self.integrate_augmented(&mut state, 1.0, 0.0, self.cfg.seed ^ c as u64)?;
             for row in state.chunks_exact(dim + 1) {
                 out.log_q
@@ -191,16 +185,11 @@ impl Cnf {
             nfe: 0,
         };
         for (c, chunk) in y0.chunks(CHUNK * dim).enumerate() {
-            let rows = chunk.len() / dim;
-            let mut state = vec![0.0f64; rows * (dim + 1)];
-            let mut lp0 = Vec::with_capacity(rows);
-            for r in 0..rows {
-                let row = &mut state[r * (dim + 1)..(r + 1) * (dim + 1)];
-                for k in 0..dim {
-                    row[k] = f64::from(chunk[r * dim + k]);
-                }
-                lp0.push(self.prior_log_density(&row[..dim]));
-            }
+            let mut state = augmented(chunk, dim);
+            let lp0: Vec<f64> = state
+                .chunks_exact(dim + 1)
+                .map(|row| self.prior_log_density(&row[..dim]))
+                .collect();
             out.nfe += self.integrate_augmented(&mut state, 0.0, 1.0, seed ^ (c as u64) << 20)?;
             for (row, l0) in state.chunks_exact(dim + 1).zip(lp0) {
                 x.extend(row[..dim].iter().map(|v| (v * s) as f32));
@@ -210,6 +199,18 @@ impl Cnf {
         }
         Ok((x, out))
     }
+}
+
+/// Rows of `chunk` (`[rows, dim]`) as augmented ODE states `[y, a = 0]` (f64).
+fn augmented(chunk: &[f32], dim: usize) -> Vec<f64> {
+    let mut state = vec![0.0f64; chunk.len() / dim * (dim + 1)];
+    for (row, y) in state.chunks_exact_mut(dim + 1).zip(chunk.chunks_exact(dim)) {
+        row[..dim]
+            .iter_mut()
+            .zip(y)
+            .for_each(|(a, &b)| *a = f64::from(b));
+    }
+    state
 }
 
 /// Importance-sampling summaries of log-weights log w = log p̃ − log q (p̃ unnormalised).

@@ -15,6 +15,11 @@
 
 use crate::error::{Error, Result};
 
+/// A right-hand side f(t, y, dy/dt) over a whole batch.
+pub type Rhs<'a> = dyn FnMut(f64, &[f64], &mut [f64]) -> Result<()> + 'a;
+/// The counted right-hand side used inside a step.
+type CountedRhs<'a> = dyn FnMut(f64, &[f64], &mut [f64], &mut OdeStats) -> Result<()> + 'a;
+
 /// Integration settings.
 #[derive(Clone, Copy, Debug)]
 pub struct Dopri5 {
@@ -81,7 +86,7 @@ impl Dopri5 {
     /// side `f(t, y, dy)`.
     pub fn integrate(
         &self,
-        f: &mut dyn FnMut(f64, &[f64], &mut [f64]) -> Result<()>,
+        f: &mut Rhs<'_>,
         t0: f64,
         t1: f64,
         y: &mut [f64],
@@ -211,7 +216,7 @@ impl Dopri5 {
     #[allow(clippy::too_many_arguments)]
     fn initial_step(
         &self,
-        call: &mut dyn FnMut(f64, &[f64], &mut [f64], &mut OdeStats) -> Result<()>,
+        call: &mut CountedRhs<'_>,
         t0: f64,
         y0: &[f64],
         f0: &[f64],
