@@ -142,6 +142,8 @@ fn train_writes_a_complete_run_and_resume_continues_it() {
         "--reference",
         &rp,
         "--json",
+        "--w2-chunk",
+        "25",
     ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -149,6 +151,10 @@ fn train_writes_a_complete_run_and_resume_continues_it() {
         v["w2"].as_f64().unwrap() > 0.0 && v["tv"].as_f64().unwrap() <= 1.0,
         "{v}"
     );
+    // 2 × 2 pairs of 25-point chunks
+    assert_eq!(v["w2_chunk_pairs"].as_f64(), Some(4.0), "{v}");
+    assert!(v["w2_chunks_se"].as_f64().unwrap().is_finite(), "{v}");
+    assert!(v["w2_chunks_mean"].as_f64().unwrap() > 0.0, "{v}");
 }
 
 /// Same seed, same numbers; and stopping after epoch 1 then resuming gives the run that was

@@ -1,5 +1,7 @@
 //! Wasserstein distances between sample sets.
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 
 /// Raw 2-Wasserstein distance between two equal-size point sets `a`, `b` (`[n, dim]`, flattened
@@ -29,6 +31,47 @@ pub fn w2_exact(a: &[f32], b: &[f32], dim: usize) -> Result<f64> {
     let total = lsap::get_assigned_cost(n, n, &cost, false)
         .map_err(|e| Error::Config(format!("assignment solver failed: {e}")))?;
     Ok((total / n as f64).max(0.0).sqrt())
+}
+
+/// Raw W2 between many independent pairs of equal-size sets: `a` and `b` are cut into consecutive
+/// chunks of `size` rows (a remainder shorter than `size` is dropped) and [`w2_exact`] is computed
+/// for every pair (chunk i of `a`, chunk j of `b`), in parallel. Returns the values row-major in
+/// (i, j). W2 between two `size`-point sets varies a lot with which points were drawn, on both
+/// sides; the mean over all pairs estimates its expectation (see [`chunk_pair_summary`]).
+pub fn w2_chunk_pairs(a: &[f32], b: &[f32], dim: usize, size: usize) -> Result<Vec<f64>> {
+    let rows = size * dim;
+    if size == 0 || a.len() < rows || b.len() < rows {
+        return Err(Error::Shape(format!(
+            "chunked W2 needs at least {size} rows in both sets (chunk size must be positive)"
+        )));
+    }
+    let ca: Vec<&[f32]> = a.chunks_exact(rows).collect();
+    let cb: Vec<&[f32]> = b.chunks_exact(rows).collect();
+    (0..ca.len() * cb.len())
+        .into_par_iter()
+        .map(|k| w2_exact(ca[k / cb.len()], cb[k % cb.len()], dim))
+        .collect()
+}
+
+/// Mean, standard deviation and standard error of a two-sample statistic computed on every pair
+/// of `na` × `nb` independent chunks (`values` row-major in (i, j)). The pairs share chunks, so
+/// they are not independent; the standard error uses the first-order (Hoeffding) decomposition
+/// of a two-sample U-statistic, var(mean) ≈ var_i(row means)/na + var_j(column means)/nb,
+/// with sample variances (n − 1). It is `NaN` with a single chunk on either side.
+pub fn chunk_pair_summary(values: &[f64], na: usize, nb: usize) -> (f64, f64, f64) {
+    let mean_of = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let var_of = |v: &[f64]| {
+        let m = mean_of(v);
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() as f64 - 1.0)
+    };
+    let mean = mean_of(values);
+    let std = var_of(values).sqrt();
+    let rows: Vec<f64> = values.chunks_exact(nb).map(mean_of).collect();
+    let cols: Vec<f64> = (0..nb)
+        .map(|j| (0..na).map(|i| values[i * nb + j]).sum::<f64>() / na as f64)
+        .collect();
+    let se = (var_of(&rows) / na as f64 + var_of(&cols) / nb as f64).sqrt();
+    (mean, std, se)
 }
 
 /// p-Wasserstein distance between two 1-D empirical distributions of any sizes (uniform weights):
@@ -84,5 +127,30 @@ mod tests {
         let w1 = wasserstein_1d(&[0.0, 1.0], &[0.0, 0.5, 1.0], 1.0).unwrap();
         assert!((w1 - 1.0 / 6.0).abs() < 1e-12, "{w1}");
         assert!(wasserstein_1d(&[f64::NAN], &[1.0], 2.0).is_err());
+    }
+
+    #[test]
+    fn chunk_pairs_cover_every_pair_in_order() {
+        // a: 3 chunks of 2 points in 1-D at 0, 10, 20; b: 2 chunks at 1, 5 (remainder dropped)
+        let a = [0.0f32, 0.0, 10.0, 10.0, 20.0, 20.0];
+        let b = [1.0f32, 1.0, 5.0, 5.0, 99.0];
+        let v = w2_chunk_pairs(&a, &b, 1, 2).unwrap();
+        assert_eq!(v.len(), 6);
+        for (k, want) in [1.0, 5.0, 9.0, 5.0, 19.0, 15.0].iter().enumerate() {
+            assert!((v[k] - want).abs() < 1e-9, "pair {k}: {} vs {want}", v[k]);
+        }
+        assert!(w2_chunk_pairs(&a, &b, 1, 6).is_err()); // b has 5 rows
+        assert!(w2_chunk_pairs(&a, &b, 1, 0).is_err());
+    }
+
+    #[test]
+    fn chunk_pair_summary_matches_hand_computation() {
+        // rows: (1, 3) and (5, 7): row means 2, 6; column means 3, 5
+        let (m, sd, se) = chunk_pair_summary(&[1.0, 3.0, 5.0, 7.0], 2, 2);
+        assert!((m - 4.0).abs() < 1e-12);
+        assert!((sd - (20.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        // var(rows) = 8, var(cols) = 2 → √(8/2 + 2/2) = √5
+        assert!((se - 5.0f64.sqrt()).abs() < 1e-12);
+        assert!(chunk_pair_summary(&[1.0, 2.0], 1, 2).2.is_nan());
     }
 }
