@@ -27,7 +27,7 @@
 //! * `dist_w1` — 1-D W1 between the two sets of interatomic distances.
 //!
 //! [`chunked_w2`] (`idem eval --w2-chunk N`): raw W2 between N-point sets is itself a noisy
-//! statistic (for GMM-40 at N = 1000 two exact draws score 3.3–5.5 against the same test set), so
+//! statistic (for GMM-40 at N = 1000 ten exact draws scored 2.6–5.3 against one test set), so
 //! both files are cut into N-row chunks, W2 is computed for every (sample chunk, reference chunk)
 //! pair and `w2_chunks_mean`, `w2_chunks_std` (over pairs), `w2_chunks_se` (standard error of the
 //! mean, [`ot::chunk_pair_summary`]) and `w2_chunk_pairs` are reported. Particle sets are centred
