@@ -2,8 +2,10 @@
 //! Every metric is documented where it is computed:
 //!
 //! * `w2` — raw 2-Wasserstein distance on flattened coordinates, exact OT
-//!   ([`ot::w2_exact`]); both sets are cut to the smaller size (first rows) first. Every other
-//!   metric uses all rows of both sets.
+//!   ([`ot::w2_exact`]); both sets are cut to their first min(n_samples, n_reference,
+//!   [`W2_MAX_ROWS`]) rows first (reported as `w2_rows`): the dense cost matrix of two 10⁵-row
+//!   MCMC sets would not fit in memory, and exact OT is O(n³). Every other metric uses all rows
+//!   of both sets.
 //! * `energy_w2`, `energy_w1` — 1-D Wasserstein distances between the energies E = −log p of the
 //!   two sets, exact on the empirical quantile functions ([`ot::wasserstein_1d`]); W2 is a true
 //!   W2 (square root taken; the reference logs the squared value). Samples with invalid energy
@@ -48,6 +50,15 @@ pub type Metrics = BTreeMap<String, f64>;
 
 /// Bins per axis of the 2-D TV histogram, and of the interatomic-distance histogram.
 pub const TV_BINS: usize = 200;
+
+/// Most rows of each set used by the exact raw (and aligned) W2: a 10⁴ × 10⁴ f64 cost matrix is
+/// 0.8 GB and its assignment takes about a minute; larger sets are cut to their first rows.
+pub const W2_MAX_ROWS: usize = 10_000;
+
+/// Rows of each set entering the exact W2 (module docs).
+fn w2_rows(n_samples: usize, n_reference: usize) -> usize {
+    n_samples.min(n_reference).min(W2_MAX_ROWS)
+}
 
 /// Evaluate `samples` against `reference` (both `[n, dim]` in the target's coordinates), without
 /// the aligned W2.
@@ -103,7 +114,8 @@ pub fn evaluate_with(
         )));
     }
     let mut m = Metrics::new();
-    let n = (samples.len() / dim).min(reference.len() / dim);
+    let n = w2_rows(samples.len() / dim, reference.len() / dim);
+    m.insert("w2_rows".into(), n as f64);
     let (mut sc, mut rc) = (samples[..n * dim].to_vec(), reference[..n * dim].to_vec());
     if let Some(p) = target.particles() {
         remove_mean(&mut sc, p);
@@ -172,4 +184,26 @@ pub fn evaluate_with(
         m.insert("tv".into(), histogram::tv_2d(samples, reference, TV_BINS)?);
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::energy::Gmm;
+
+    /// The exact W2 takes the first min(n_a, n_b, W2_MAX_ROWS) rows: two 10⁵-row MCMC sets
+    /// would otherwise need an 80 GB cost matrix.
+    #[test]
+    fn w2_uses_at_most_w2_max_rows() {
+        assert_eq!(w2_rows(300, 1000), 300);
+        assert_eq!(w2_rows(100_000, 100_000), W2_MAX_ROWS);
+        let target = Target::new(Gmm::new("g", &[1.0], &[0.0, 0.0], &[1.0, 1.0]).unwrap());
+        let a: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..60).map(|i| (i as f32 * 0.11).cos()).collect();
+        let m = evaluate(&target, &a, &b).unwrap();
+        assert_eq!(m["w2_rows"], 20.0);
+        // W2 between the first 20 rows of each: unchanged by the extra reference rows
+        let m2 = evaluate(&target, &a, &b[..40]).unwrap();
+        assert_eq!(m["w2"], m2["w2"]);
+    }
 }

@@ -324,6 +324,10 @@ pub fn run(
             warmup_done += 1;
         } else {
             steps_done += 1;
+            if acc_n == 0 {
+                // drop the last warm-up step's acceptance (shown during warm-up)
+                acc_sum.fill(0.0);
+            }
             for (s, m) in acc_sum.iter_mut().zip(&level_mean) {
                 *s += m;
             }
@@ -504,6 +508,26 @@ mod tests {
             assert_eq!(run.energy_calls, evals);
             let c = convergence(&target, &run).unwrap();
             assert!(c.max_rhat < 1.05 && c.energy_rhat < 1.05, "{c:?}");
+        }
+    }
+
+    /// The reported acceptance averages the sampling steps only: with a single sampling step it
+    /// is that step's mean acceptance probability (the last warm-up step once leaked into it).
+    #[test]
+    fn acceptance_counts_sampling_steps_only() {
+        let target = gaussian(&[1.0, 1.0]);
+        for kernel in [Kernel::Mala, Kernel::Hmc { leapfrog: 4 }] {
+            let cfg = McmcConfig {
+                kernel,
+                chains: 200,
+                warmup: 50,
+                steps: 1,
+                seed: 4,
+                ..McmcConfig::default()
+            };
+            let run = run(&target, &cfg, |_, _, _| {}).unwrap();
+            let a = run.accept[0];
+            assert!((0.0..=1.0).contains(&a), "{kernel:?} acceptance {a}");
         }
     }
 
