@@ -287,6 +287,7 @@ pub fn run(
     );
     let mut acc_sum = vec![0.0f64; k];
     let mut acc_n = 0usize;
+    let mut last_warmup_accept = vec![0.0f64; k];
     let n_trace = cfg.trace_chains.min(cfg.chains);
     let mut trace: Vec<Vec<f64>> = vec![Vec::new(); n_trace];
     let mut samples: Vec<f64> = Vec::new();
@@ -324,10 +325,6 @@ pub fn run(
             warmup_done += 1;
         } else {
             steps_done += 1;
-            if acc_n == 0 {
-                // drop the last warm-up step's acceptance (shown during warm-up)
-                acc_sum.fill(0.0);
-            }
             for (s, m) in acc_sum.iter_mut().zip(&level_mean) {
                 *s += m;
             }
@@ -360,8 +357,7 @@ pub fn run(
             }
         }
         if warm {
-            // during warm-up the acceptance shown is this step's
-            acc_sum.copy_from_slice(&level_mean);
+            last_warmup_accept.copy_from_slice(&level_mean);
         }
         let shown = if acc_n > 0 {
             acc_sum[0] / acc_n as f64
@@ -374,10 +370,12 @@ pub fn run(
             &format!("accept {shown:.2} ε {:.2e}", eps_level[0]),
         );
     }
-    if acc_n == 0 {
+    let accept = if acc_n == 0 {
         // no sampling step: report the last warm-up step's acceptance
-        acc_n = 1;
-    }
+        last_warmup_accept
+    } else {
+        acc_sum.iter().map(|s| s / acc_n as f64).collect()
+    };
     let draws = samples.len() / (cfg.chains * dim);
     Ok(McmcRun {
         samples,
@@ -386,7 +384,7 @@ pub fn run(
         draws_per_chain: draws,
         temperatures: temps,
         step_sizes: eps_level,
-        accept: acc_sum.iter().map(|s| s / acc_n as f64).collect(),
+        accept,
         swap_rates: attempts
             .iter()
             .zip(&accepts)
