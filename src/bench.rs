@@ -31,6 +31,8 @@ pub struct TargetCase {
     pub b: usize,
     pub k: usize,
     pub schedule: NoiseSchedule,
+    /// σ_b of the blended estimator (`None`: the reference's S_K), target coordinates.
+    pub blend_sigma: Option<f64>,
     /// The published reference's time per batch on this machine (torch.vmap + autograd, 2 threads).
     pub reference_ms: f64,
 }
@@ -47,6 +49,18 @@ pub fn target_cases() -> Vec<TargetCase> {
             b: 512,
             k: 500,
             schedule: geo(5e-4, 50.0),
+            blend_sigma: None,
+            reference_ms: 790.0,
+        },
+        // the `gmm-idem` preset's estimator (blend at the mode width); the reference has no blend,
+        // its time is the plain estimator's
+        TargetCase {
+            task: "gmm-blend",
+            target: "gmm40",
+            b: 512,
+            k: 500,
+            schedule: geo(5e-4, 50.0),
+            blend_sigma: Some(1.3133),
             reference_ms: 790.0,
         },
         TargetCase {
@@ -55,6 +69,7 @@ pub fn target_cases() -> Vec<TargetCase> {
             b: 512,
             k: 1000,
             schedule: geo(1e-5, 3.0),
+            blend_sigma: None,
             reference_ms: 239.0,
         },
         TargetCase {
@@ -63,6 +78,7 @@ pub fn target_cases() -> Vec<TargetCase> {
             b: 512,
             k: 1000,
             schedule: geo(0.01, 2.0),
+            blend_sigma: None,
             reference_ms: 16_400.0,
         },
         TargetCase {
@@ -71,6 +87,7 @@ pub fn target_cases() -> Vec<TargetCase> {
             b: 128,
             k: 1000,
             schedule: geo(0.5, 4.0),
+            blend_sigma: None,
             reference_ms: 88_100.0,
         },
     ]
@@ -130,7 +147,7 @@ pub fn bench_points(target: &Target, b: usize, seed: u64) -> Vec<f32> {
 /// Time one case.
 pub fn run_target_case(case: &TargetCase, repeats: usize, seed: u64) -> Result<TargetResult> {
     let target = Target::by_name(case.target)?;
-    let dem = DemTarget::new(case.schedule, case.k, None)?;
+    let dem = DemTarget::new(case.schedule, case.k, None)?.with_blend(case.blend_sigma)?;
     let x = bench_points(&target, case.b, seed);
     let mut rng = stream(seed, 2);
     let t: Vec<f32> = (0..case.b).map(|_| rng.random::<f32>()).collect();

@@ -67,6 +67,10 @@ pub struct TrainConfig {
     pub data_scale: f64,
     /// Clipping norm of the DEM target (per particle), network coordinates; 0 = off.
     pub max_score_norm: f64,
+    /// σ_b of the blended DEM estimator (`dem_target` module docs), network coordinates;
+    /// 0 = the reference's estimator S_K.
+    #[serde(default)]
+    pub dem_blend_sigma: f64,
     /// λ(t) = h(t) + ε weighting of the loss; a negative value disables weighting (λ = 1).
     pub loss_weight_eps: f64,
     pub buffer_capacity: usize,
@@ -182,6 +186,9 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.ema_decay) || self.max_score_norm < 0.0 {
             return bad("ema_decay must be in [0, 1) and max_score_norm ≥ 0");
         }
+        if !(self.dem_blend_sigma >= 0.0 && self.dem_blend_sigma.is_finite()) {
+            return bad("dem_blend_sigma must be ≥ 0 and finite (0 = off)");
+        }
         if self.buffer_capacity == 0 || self.eval_every == 0 {
             return bad("buffer_capacity and eval_every must be positive");
         }
@@ -192,7 +199,7 @@ impl TrainConfig {
 
 /// Settings that may be absent from a TOML file (optional values) yet set by an override.
 fn optional_key(k: &str) -> bool {
-    k == "max_score_norm"
+    k == "max_score_norm" || k == "dem_blend_sigma"
 }
 
 #[cfg(test)]
@@ -210,6 +217,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("gmm-idem"));
+    }
+
+    #[test]
+    fn blend_sigma_defaults_to_off_and_is_validated() {
+        // configurations written before the setting existed load with the reference estimator
+        let c = TrainConfig::preset("gmm-idem").unwrap();
+        assert!(c.dem_blend_sigma > 0.0);
+        let old: String = c
+            .to_toml()
+            .lines()
+            .filter(|l| !l.starts_with("dem_blend_sigma"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(TrainConfig::from_toml(&old).unwrap().dem_blend_sigma, 0.0);
+        for bad in ["dem_blend_sigma=-0.1", "dem_blend_sigma=inf"] {
+            assert!(c.with_overrides(&[bad.into()]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -184,7 +184,8 @@ impl Trainer {
             }
         };
         let clip = (cfg.max_score_norm > 0.0).then(|| cfg.max_score_norm / s);
-        let dem = DemTarget::new(schedule, cfg.num_mc_samples, clip)?;
+        let blend = (cfg.dem_blend_sigma > 0.0).then_some(cfg.dem_blend_sigma * s);
+        let dem = DemTarget::new(schedule, cfg.num_mc_samples, clip)?.with_blend(blend)?;
         let adam = Adam::new(&model.params)?;
         let ema = if cfg.ema_decay > 0.0 {
             Some(Ema::new(&model.params, cfg.ema_decay)?)

@@ -29,7 +29,7 @@ struct Common {
 
 #[derive(Subcommand, Debug)]
 enum BenchWhat {
-    /// Milliseconds per DEM score-target batch at the reference shapes (tasks gmm, dw4, lj13, lj55).
+    /// Milliseconds per DEM score-target batch at the reference shapes (tasks gmm, gmm-blend, dw4, lj13, lj55).
     Target(Common),
     /// Milliseconds per EGNN training step and per sampler step at the reference architectures
     /// (tasks dw4, lj13, lj55).
