@@ -717,4 +717,28 @@ mod tests {
             .unwrap();
         assert!(mse(&big, 0.6) < 0.02, "{}", mse(&big, 0.6));
     }
+
+    #[test]
+    fn blend_on_particles_is_mean_free_and_matches_plain_at_small_noise() {
+        let target = Target::by_name("dw4").unwrap();
+        let sched = NoiseSchedule::geometric(1e-5, 3.0).unwrap();
+        let plain = DemTarget::new(sched, 200, None).unwrap();
+        let blend = plain.with_blend(Some(0.24)).unwrap();
+        let x = [0.3f32, -2.0, 3.9, 0.1, -0.2, 2.2, -4.0, -0.3];
+        let t = [0.05f32, 0.9];
+        let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
+        let xx: Vec<f32> = x.iter().chain(x.iter()).copied().collect();
+        plain.estimate(&target, &xx, &t, 2, &mut a).unwrap();
+        blend.estimate(&target, &xx, &t, 2, &mut b).unwrap();
+        for conf in b.chunks(8) {
+            for k in 0..2 {
+                let s: f32 = (0..4).map(|i| conf[2 * i + k]).sum();
+                assert!(s.abs() < 1e-4, "centroid {s}");
+            }
+        }
+        // t = 0.05: h ≈ 1e-10, α ≈ 1
+        for (p, q) in a[..8].iter().zip(&b[..8]) {
+            assert!((p - q).abs() < 1e-3 * (1.0 + p.abs()), "{p} vs {q}");
+        }
+    }
 }
