@@ -483,6 +483,10 @@ impl Trainer {
     pub fn totals(&self) -> (f64, u64) {
         (self.wall_s, self.energy_calls)
     }
+    /// Whether the run has validation data (metrics, best checkpoint, final evaluation).
+    pub fn has_validation(&self) -> bool {
+        self.validation.is_some()
+    }
     /// Best validation W2 so far.
     pub fn best_w2(&self) -> f64 {
         self.best_w2

@@ -56,6 +56,18 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
     };
     let epochs = trainer.model.cfg.epochs;
+    if !trainer.has_validation() {
+        let cfg = &trainer.model.cfg;
+        eprintln!(
+            "idem: warning: no validation data for {} (looked for {}; set IDEM_DATA_DIR or \
+             --set validation=FILE): this run will have no validation metrics, no best checkpoint \
+             and no final evaluation",
+            cfg.target,
+            idem::io::data_dir()
+                .join(format!("{}_val.npy", cfg.target.to_lowercase()))
+                .display()
+        );
+    }
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
