@@ -56,7 +56,7 @@ pub fn validation_set(cfg: &TrainConfig) -> Result<Option<Vec<f32>>> {
         if let Some(g) = exact_sampler(&cfg.target) {
             return Ok(Some(g.sample(n, &mut stream(VALIDATION_SEED, 0))));
         }
-        let p = crate::io::data_dir().join(format!("{}_val.npy", cfg.target.to_lowercase()));
+        let p = default_validation_path(&cfg.target);
         if !p.exists() {
             return Ok(None);
         }
@@ -67,6 +67,12 @@ pub fn validation_set(cfg: &TrainConfig) -> Result<Option<Vec<f32>>> {
     Ok(Some(
         npy::read_batch(&path, target.dim(), target.particles())?.data,
     ))
+}
+
+/// Where a target without an exact sampler finds its validation split by default:
+/// `<IDEM_DATA_DIR>/<target>_val.npy`.
+pub fn default_validation_path(target: &str) -> PathBuf {
+    crate::io::data_dir().join(format!("{}_val.npy", target.to_lowercase()))
 }
 
 /// The exact sampler of a built-in target, where one exists (GMM-40).

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use idem::config::{TrainConfig, PRESETS};
-use idem::train::Trainer;
+use idem::train::{default_validation_path, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args, Debug)]
@@ -63,9 +63,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
              --set validation=FILE): this run will have no validation metrics, no best checkpoint \
              and no final evaluation",
             cfg.target,
-            idem::io::data_dir()
-                .join(format!("{}_val.npy", cfg.target.to_lowercase()))
-                .display()
+            default_validation_path(&cfg.target).display()
         );
     }
     let bar = if args.quiet {
