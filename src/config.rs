@@ -71,6 +71,10 @@ pub struct TrainConfig {
     /// 0 = the reference's estimator S_K.
     #[serde(default)]
     pub dem_blend_sigma: f64,
+    /// Draw the DEM target's noise from the model-guided proposal N(h·s_θ(x, t), hI), reweighted
+    /// (`dem_target` module docs); false = the reference's N(0, hI).
+    #[serde(default)]
+    pub dem_guided: bool,
     /// λ(t) = h(t) + ε weighting of the loss; a negative value disables weighting (λ = 1).
     pub loss_weight_eps: f64,
     pub buffer_capacity: usize,
@@ -199,7 +203,7 @@ impl TrainConfig {
 
 /// Settings that may be absent from a TOML file (optional values) yet set by an override.
 fn optional_key(k: &str) -> bool {
-    k == "max_score_norm" || k == "dem_blend_sigma"
+    k == "max_score_norm" || k == "dem_blend_sigma" || k == "dem_guided"
 }
 
 #[cfg(test)]
@@ -231,6 +235,19 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         assert_eq!(TrainConfig::from_toml(&old).unwrap().dem_blend_sigma, 0.0);
+        // likewise the model-guided proposal: off unless set
+        let old_g: String = c
+            .to_toml()
+            .lines()
+            .filter(|l| !l.starts_with("dem_guided"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(!TrainConfig::from_toml(&old_g).unwrap().dem_guided);
+        assert!(
+            c.with_overrides(&["dem_guided=true".into()])
+                .unwrap()
+                .dem_guided
+        );
         for bad in ["dem_blend_sigma=-0.1", "dem_blend_sigma=inf"] {
             assert!(c.with_overrides(&[bad.into()]).is_err(), "{bad}");
         }

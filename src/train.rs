@@ -10,7 +10,9 @@
 //! 3. S = DEM target at (x_t, t) with K samples. It is computed in the target's coordinates with
 //!    the schedule scaled by `data_scale` (σ → s·σ) and converted back: S_y = s·S_x, clipped to
 //!    `max_score_norm` in network coordinates — the same numbers as estimating with the scaled
-//!    energy log p(s·y), as the reference does.
+//!    energy log p(s·y), as the reference does. With `dem_guided` the estimator's noise is
+//!    centred on h(t)·s_θ(x_t, t) — the prediction of step 4, computed first and detached — and
+//!    reweighted (`dem_target` docs); the target stays consistent.
 //! 4. loss = mean_batch[λ(t)·mean_dims(s_θ(x_t, t) − S)²], λ(t) = h(t) + ε (or 1);
 //!    Adam with global gradient-norm clipping, optional EMA and LR schedule.
 //!
@@ -237,14 +239,28 @@ impl Trainer {
         x
     }
 
-    /// DEM targets at network-coordinate points `x`, times `t`, in network coordinates.
-    fn dem_targets(&self, x: &[f32], t: &[f32], seed: u64) -> Result<(Vec<f32>, DemStats)> {
+    /// DEM targets at network-coordinate points `x`, times `t`, in network coordinates;
+    /// `guess`: a score guess in network coordinates for the model-guided proposal.
+    fn dem_targets(
+        &self,
+        x: &[f32],
+        t: &[f32],
+        guess: Option<&[f32]>,
+        seed: u64,
+    ) -> Result<(Vec<f32>, DemStats)> {
         let s = self.cfg().data_scale;
         let xd: Vec<f32> = x.iter().map(|v| (f64::from(*v) * s) as f32).collect();
         let mut out = vec![0.0f32; x.len()];
-        let stats = self
-            .dem
-            .estimate(&self.model.target, &xd, t, seed, &mut out)?;
+        let target = &self.model.target;
+        let stats = match guess {
+            None => self.dem.estimate(target, &xd, t, seed, &mut out)?,
+            Some(g) => {
+                // score in target coordinates = network-coordinate score / s
+                let gd: Vec<f32> = g.iter().map(|v| (f64::from(*v) / s) as f32).collect();
+                self.dem
+                    .estimate_guided(target, &xd, t, &gd, seed, &mut out)?
+            }
+        };
         out.iter_mut().for_each(|v| *v = (f64::from(*v) * s) as f32);
         Ok((out, stats))
     }
@@ -268,7 +284,7 @@ impl Trainer {
                 let mut score = |x: &[f32], t: f32| {
                     k += 1;
                     Ok(self
-                        .dem_targets(x, &vec![t; x.len() / dim], seed ^ k as u64)?
+                        .dem_targets(x, &vec![t; x.len() / dim], None, seed ^ k as u64)?
                         .0)
                 };
                 reverse_sde::generate(
@@ -310,8 +326,18 @@ impl Trainer {
                 *x += sd * e;
             }
         }
+        let dev = &self.model.device;
+        let xt_t = Tensor::from_vec(xt.clone(), (b, dim), dev)?;
+        let t_t = Tensor::from_vec(t.clone(), b, dev)?;
+        let pred = self.model.net.forward(&xt_t, &t_t)?;
+        let guess = if cfg.dem_guided {
+            Some(pred.detach().flatten_all()?.to_vec1::<f32>()?)
+        } else {
+            None
+        };
         let dem_start = Instant::now();
-        let (target, stats) = self.dem_targets(&xt, &t, self.seed(5, self.epoch, step))?;
+        let seed = self.seed(5, self.epoch, step);
+        let (target, stats) = self.dem_targets(&xt, &t, guess.as_deref(), seed)?;
         let dem_s = dem_start.elapsed().as_secs_f64();
         let lam: Vec<f32> = t
             .iter()
@@ -323,12 +349,8 @@ impl Trainer {
                 }
             })
             .collect();
-        let dev = &self.model.device;
-        let xt_t = Tensor::from_vec(xt, (b, dim), dev)?;
-        let t_t = Tensor::from_vec(t, b, dev)?;
         let s_t = Tensor::from_vec(target, (b, dim), dev)?;
         let lam_t = Tensor::from_vec(lam, b, dev)?;
-        let pred = self.model.net.forward(&xt_t, &t_t)?;
         let per_point = (pred - s_t)?.sqr()?.mean(1)?;
         let loss = (per_point * lam_t)?.mean_all()?;
         let loss_v = f64::from(loss.to_scalar::<f32>()?);
