@@ -228,20 +228,18 @@ mod tests {
         // configurations written before the setting existed load with the reference estimator
         let c = TrainConfig::preset("gmm-idem").unwrap();
         assert!(c.dem_blend_sigma > 0.0);
-        let old: String = c
-            .to_toml()
-            .lines()
-            .filter(|l| !l.starts_with("dem_blend_sigma"))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        // the preset's TOML with one setting's line removed, as a configuration written before it existed
+        let without = |key: &str| -> String {
+            c.to_toml()
+                .lines()
+                .filter(|l| !l.starts_with(key))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        let old = without("dem_blend_sigma");
         assert_eq!(TrainConfig::from_toml(&old).unwrap().dem_blend_sigma, 0.0);
         // likewise the model-guided proposal: off unless set
-        let old_g: String = c
-            .to_toml()
-            .lines()
-            .filter(|l| !l.starts_with("dem_guided"))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let old_g = without("dem_guided");
         assert!(!TrainConfig::from_toml(&old_g).unwrap().dem_guided);
         assert!(
             c.with_overrides(&["dem_guided=true".into()])
