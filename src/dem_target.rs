@@ -791,27 +791,38 @@ mod tests {
             .is_err());
     }
 
-    #[test]
-    fn blend_on_gmm40_is_consistent_and_less_noisy_at_large_noise() {
-        // the same K: both estimators approach the exact noised score; at large h the blend's
-        // mean squared error is far smaller
+    /// GMM-40, its schedule and 64 points spread over the modes' range (the blend and guided
+    /// proposal tests): (gmm, target, schedule, n, x [n, 2]).
+    fn gmm40_spread_points() -> (Gmm, Target, NoiseSchedule, usize, Vec<f32>) {
         let gmm = Gmm::gmm40();
         let target = Target::new(gmm.clone());
         let sched = NoiseSchedule::geometric(5e-4, 50.0).unwrap();
         let n = 64;
         let x: Vec<f32> = (0..2 * n).map(|i| (i as f32 * 0.77).sin() * 30.0).collect();
+        (gmm, target, sched, n, x)
+    }
+
+    /// |out − want|² / |want|².
+    fn relative_sq_error(out: &[f32], want: &[f64]) -> f64 {
+        let e: f64 = out
+            .iter()
+            .zip(want)
+            .map(|(o, w)| (f64::from(*o) - w).powi(2))
+            .sum();
+        e / want.iter().map(|w| w * w).sum::<f64>()
+    }
+
+    #[test]
+    fn blend_on_gmm40_is_consistent_and_less_noisy_at_large_noise() {
+        // the same K: both estimators approach the exact noised score; at large h the blend's
+        // mean squared error is far smaller
+        let (gmm, target, sched, n, x) = gmm40_spread_points();
         let mse = |dem: &DemTarget, t: f32| {
             let tt = vec![t; n];
             let want = exact_score(&gmm, &sched, &x, &tt);
             let mut out = vec![0.0f32; 2 * n];
             dem.estimate(&target, &x, &tt, 5, &mut out).unwrap();
-            let e: f64 = out
-                .iter()
-                .zip(&want)
-                .map(|(o, w)| (f64::from(*o) - w).powi(2))
-                .sum();
-            let scale: f64 = want.iter().map(|w| w * w).sum();
-            e / scale
+            relative_sq_error(&out, &want)
         };
         let plain = DemTarget::new(sched, 500, None).unwrap();
         let blend = plain.with_blend(Some(1.3133)).unwrap();
@@ -828,11 +839,7 @@ mod tests {
 
     #[test]
     fn guided_proposal_is_consistent_for_any_guess_and_sharper_with_a_good_one() {
-        let gmm = Gmm::gmm40();
-        let target = Target::new(gmm.clone());
-        let sched = NoiseSchedule::geometric(5e-4, 50.0).unwrap();
-        let n = 64;
-        let x: Vec<f32> = (0..2 * n).map(|i| (i as f32 * 0.77).sin() * 30.0).collect();
+        let (gmm, target, sched, n, x) = gmm40_spread_points();
         // relative squared error against the exact noised score; `guess`: None, the exact score,
         // or the exact score plus a large error
         let err = |k: usize, t: f32, guess: Option<f64>| {
@@ -852,14 +859,8 @@ mod tests {
                         .unwrap()
                 }
             };
-            let e: f64 = out
-                .iter()
-                .zip(&want)
-                .map(|(o, w)| (f64::from(*o) - w).powi(2))
-                .sum();
-            e / want.iter().map(|w| w * w).sum::<f64>()
+            relative_sq_error(&out, &want)
         };
-        // the same K at large noise: centring the proposal on the right score cuts the error
         let (plain, good) = (err(500, 0.8, None), err(500, 0.8, Some(0.0)));
         // the same K at large noise: centring the proposal on the right score cuts the error…
         assert!(good < 0.6 * plain, "t=0.8: guided {good} vs plain {plain}");
