@@ -2,7 +2,7 @@
 //!
 //! One epoch = `steps_per_epoch` gradient steps, then `samples_per_epoch` samples generated with
 //! the reverse SDE of the network into the replay buffer, then (every `eval_every` epochs)
-//! validation. One step:
+//! validation. pDEM has no buffer: it generates only on validation epochs. One step:
 //!
 //! 1. x₀: B points from the buffer uniformly with replacement (iDEM) or from the prior
 //!    N(0, h(1)I) (pDEM); network coordinates (target coordinates / `data_scale`).
@@ -428,15 +428,21 @@ impl Trainer {
         }
         let train_s = start.elapsed().as_secs_f64();
         let gen_start = Instant::now();
-        let samples = self.generate(cfg.samples_per_epoch, self.seed(6, self.epoch, 0))?;
+        let next = self.epoch + 1;
+        let due = (next % cfg.eval_every == 0 || next == cfg.epochs) && self.validation.is_some();
+        // pDEM trains on prior points: its samples are only needed when they are evaluated
+        let samples = if cfg.mode == Mode::Idem || due {
+            self.generate(cfg.samples_per_epoch, self.seed(6, self.epoch, 0))?
+        } else {
+            Vec::new()
+        };
         if cfg.mode == Mode::Idem {
             self.buffer.push(&samples)?;
         }
         let generate_s = gen_start.elapsed().as_secs_f64();
-        self.epoch += 1;
+        self.epoch = next;
         let eval_start = Instant::now();
-        let due = self.epoch % cfg.eval_every == 0 || self.epoch == cfg.epochs;
-        let metrics = if due && self.validation.is_some() {
+        let metrics = if due {
             let eval_target = self.model.target.clone(); // its own counter: not a training cost
             let mut s = self.to_target_coords(&samples);
             if samples.len() / self.model.target.dim() < cfg.eval_samples {

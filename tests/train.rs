@@ -313,3 +313,36 @@ fn a_run_without_validation_data_says_so() {
     assert!(so.contains("no validation data"), "{so}");
     assert!(run.join("samples.npy").is_file());
 }
+
+#[test]
+fn pdem_trains_from_the_prior_and_is_evaluated_on_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("pdem");
+    let (ok, _, se) = train(
+        &run,
+        &[
+            "--preset",
+            "gmm-pdem",
+            "--set",
+            "epochs=3",
+            "--set",
+            "eval_every=2",
+        ],
+    );
+    assert!(ok, "{se}");
+    let lines = metrics(&run);
+    assert_eq!(lines.len(), 3);
+    for l in &lines {
+        assert_eq!(l["buffer"], 0, "pDEM must not fill a replay buffer: {l}");
+        let evaluated = l
+            .get("val_w2")
+            .is_some_and(|w| w.as_f64().is_some_and(f64::is_finite));
+        let epoch = l["epoch"].as_u64().unwrap();
+        assert_eq!(
+            evaluated,
+            epoch != 1,
+            "validation at epochs 2 and 3 only: {l}"
+        );
+    }
+    assert!(run.join("samples.npy").is_file());
+}
