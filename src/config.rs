@@ -67,6 +67,19 @@ pub struct TrainConfig {
     pub data_scale: f64,
     /// Clipping norm of the DEM target (per particle), network coordinates; 0 = off.
     pub max_score_norm: f64,
+    /// Final stage (0 = off): the last `final_stage_epochs` of the `epochs` train at the LR
+    /// schedule's final value (the schedule runs over the epochs before them), with the DEM target
+    /// and the sampler clipped at `final_stage_max_score_norm` instead of `max_score_norm` and
+    /// `sde.max_score_norm`. The final samples and `idem sample` use that sampler clip. A low clip
+    /// speeds up learning the structure; the stage then fits the steeper forces it hid (LJ-13's
+    /// repulsive wall). A run of N epochs resumed with `epochs = N + M`, `final_stage_epochs = M` is
+    /// the run trained with those settings from the start.
+    #[serde(default)]
+    pub final_stage_epochs: usize,
+    /// Per-particle clipping norm of the DEM target and of the sampler in the final stage,
+    /// network coordinates (> 0 when the stage is on).
+    #[serde(default)]
+    pub final_stage_max_score_norm: f64,
     /// σ_b of the blended DEM estimator (`dem_target` module docs), network coordinates;
     /// 0 = the reference's estimator S_K.
     #[serde(default)]
@@ -125,12 +138,48 @@ impl TrainConfig {
         cfg.validated()
     }
 
-    /// The sampler settings for final samples: `sde` with `final_sde_steps` steps.
+    /// The sampler settings for final samples: those of the last epoch (`sde_at`) with
+    /// `final_sde_steps` steps.
     pub fn final_sde(&self) -> SdeConfig {
         SdeConfig {
             steps: self.final_sde_steps,
-            ..self.sde.clone()
+            ..self.sde_at(self.epochs - 1)
         }
+    }
+
+    /// Whether epoch `e` (0-based: the epoch being trained) is in the final stage.
+    pub fn in_final_stage(&self, e: usize) -> bool {
+        self.final_stage_epochs > 0 && e + self.final_stage_epochs >= self.epochs
+    }
+
+    /// Learning rate of epoch `e`: the schedule over the epochs before the final stage, at
+    /// progress e / that count; its final value during the stage.
+    pub fn lr_at(&self, e: usize) -> f64 {
+        let progress = if self.in_final_stage(e) {
+            1.0
+        } else {
+            e as f64 / (self.epochs - self.final_stage_epochs) as f64
+        };
+        self.lr_schedule
+            .lr(self.lr, progress, self.lr_final_fraction)
+    }
+
+    /// Per-particle clipping norm of the DEM target in epoch `e`, network coordinates; 0 = off.
+    pub fn target_clip_at(&self, e: usize) -> f64 {
+        if self.in_final_stage(e) {
+            self.final_stage_max_score_norm
+        } else {
+            self.max_score_norm
+        }
+    }
+
+    /// Sampler settings of epoch `e`: `sde`, with the final stage's clip during the stage.
+    pub fn sde_at(&self, e: usize) -> SdeConfig {
+        let mut sde = self.sde.clone();
+        if self.in_final_stage(e) {
+            sde.max_score_norm = Some(self.final_stage_max_score_norm);
+        }
+        sde
     }
 
     /// This configuration as TOML.
@@ -193,6 +242,17 @@ impl TrainConfig {
         if !(self.dem_blend_sigma >= 0.0 && self.dem_blend_sigma.is_finite()) {
             return bad("dem_blend_sigma must be ≥ 0 and finite (0 = off)");
         }
+        if self.final_stage_epochs >= self.epochs {
+            return bad("final_stage_epochs must be fewer than epochs");
+        }
+        if self.final_stage_epochs > 0
+            && !(self.final_stage_max_score_norm > 0.0
+                && self.final_stage_max_score_norm.is_finite())
+        {
+            return bad(
+                "final_stage_max_score_norm must be positive and finite when the final stage is on",
+            );
+        }
         if self.buffer_capacity == 0 || self.eval_every == 0 {
             return bad("buffer_capacity and eval_every must be positive");
         }
@@ -203,7 +263,14 @@ impl TrainConfig {
 
 /// Settings that may be absent from a TOML file (optional values) yet set by an override.
 fn optional_key(k: &str) -> bool {
-    k == "max_score_norm" || k == "dem_blend_sigma" || k == "dem_guided"
+    matches!(
+        k,
+        "max_score_norm"
+            | "dem_blend_sigma"
+            | "dem_guided"
+            | "final_stage_epochs"
+            | "final_stage_max_score_norm"
+    )
 }
 
 #[cfg(test)]
@@ -248,6 +315,62 @@ mod tests {
         );
         for bad in ["dem_blend_sigma=-0.1", "dem_blend_sigma=inf"] {
             assert!(c.with_overrides(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn final_stage_changes_lr_and_clips_of_its_epochs_only() {
+        let c = TrainConfig::preset("gmm-idem").unwrap();
+        // off unless set, also for configurations written before it existed
+        assert_eq!(c.final_stage_epochs, 0);
+        let old: String = c
+            .to_toml()
+            .lines()
+            .filter(|l| !l.starts_with("final_stage"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(TrainConfig::from_toml(&old).unwrap(), c);
+        let base = c
+            .with_overrides(&[
+                "epochs=10".into(),
+                "lr_schedule=\"cosine\"".into(),
+                "lr_final_fraction=0.1".into(),
+                "max_score_norm=20".into(),
+                "sde.max_score_norm=20".into(),
+            ])
+            .unwrap();
+        let staged = base
+            .with_overrides(&[
+                "epochs=13".into(),
+                "final_stage_epochs=3".into(),
+                "final_stage_max_score_norm=80".into(),
+            ])
+            .unwrap();
+        for e in 0..10 {
+            // the epochs before the stage are those of the run without it
+            assert!(!staged.in_final_stage(e));
+            assert_eq!(staged.lr_at(e), base.lr_at(e));
+            assert_eq!(staged.target_clip_at(e), 20.0);
+            assert_eq!(staged.sde_at(e), base.sde);
+        }
+        assert!((base.lr_at(0) - base.lr).abs() < 1e-15);
+        for e in 10..13 {
+            assert!(staged.in_final_stage(e));
+            assert!((staged.lr_at(e) - 0.1 * staged.lr).abs() < 1e-15);
+            assert_eq!(staged.target_clip_at(e), 80.0);
+            assert_eq!(staged.sde_at(e).max_score_norm, Some(80.0));
+        }
+        // final samples use the last epoch's sampler
+        assert_eq!(staged.final_sde().max_score_norm, Some(80.0));
+        assert_eq!(staged.final_sde().steps, staged.final_sde_steps);
+        assert_eq!(base.final_sde().max_score_norm, Some(20.0));
+        for bad in [
+            &["final_stage_epochs=3"][..], // no clip given
+            &["final_stage_epochs=10", "final_stage_max_score_norm=80"],
+            &["final_stage_epochs=2", "final_stage_max_score_norm=-1"],
+        ] {
+            let sets: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+            assert!(base.with_overrides(&sets).is_err(), "{bad:?}");
         }
     }
 

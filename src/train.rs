@@ -16,6 +16,9 @@
 //! 4. loss = mean_batch[λ(t)·mean_dims(s_θ(x_t, t) − S)²], λ(t) = h(t) + ε (or 1);
 //!    Adam with global gradient-norm clipping, optional EMA and LR schedule.
 //!
+//! With a final stage (`final_stage_epochs` > 0, config docs) its epochs train at the LR
+//! schedule's final value, with the target (step 3) and generation clipped at the stage's norm.
+//!
 //! A non-finite loss, gradient or sample stops the run with an error (the last checkpoint stays).
 //! The run directory holds `config.toml`, `metrics.jsonl` (one line per epoch), `checkpoint.safetensors`
 //! (latest, every epoch, atomic), `best.safetensors` (best validation W2), `samples.npy` and plots.
@@ -80,6 +83,13 @@ pub fn default_validation_path(target: &str) -> PathBuf {
 /// The exact sampler of a built-in target, where one exists (GMM-40).
 pub fn exact_sampler(target: &str) -> Option<Gmm> {
     (target.trim().eq_ignore_ascii_case("gmm40")).then(Gmm::gmm40)
+}
+
+/// The DEM target's clipping norm in epoch `e` in the estimator's (target) coordinates:
+/// network-coordinate norm / `data_scale` (see module docs); `None` = off.
+fn estimator_clip(cfg: &TrainConfig, e: usize) -> Option<f64> {
+    let c = cfg.target_clip_at(e);
+    (c > 0.0).then(|| c / cfg.data_scale)
 }
 
 /// One epoch's record (a line of metrics.jsonl).
@@ -191,7 +201,7 @@ impl Trainer {
                 )))
             }
         };
-        let clip = (cfg.max_score_norm > 0.0).then(|| cfg.max_score_norm / s);
+        let clip = estimator_clip(cfg, 0);
         let blend = (cfg.dem_blend_sigma > 0.0).then_some(cfg.dem_blend_sigma * s);
         let dem = DemTarget::new(schedule, cfg.num_mc_samples, clip)?.with_blend(blend)?;
         let adam = Adam::new(&model.params)?;
@@ -370,12 +380,11 @@ impl Trainer {
     }
 
     /// Generate `n` samples (network coordinates) with the generation weights (EMA if on).
-    fn generate(&mut self, n: usize, seed: u64) -> Result<Vec<f32>> {
-        let sde = self.cfg().sde.clone();
+    fn generate(&mut self, n: usize, seed: u64, sde: &SdeConfig) -> Result<Vec<f32>> {
         if let Some(e) = self.ema.as_mut() {
             e.swap()?;
         }
-        let out = self.model.generate_scaled(n, seed, &sde, GENERATION_BATCH);
+        let out = self.model.generate_scaled(n, seed, sde, GENERATION_BATCH);
         if let Some(e) = self.ema.as_mut() {
             e.swap()?;
         }
@@ -414,8 +423,9 @@ impl Trainer {
         let start = Instant::now();
         let calls0 = self.model.target.calls();
         let cfg = self.cfg().clone();
-        let progress = self.epoch as f64 / cfg.epochs as f64;
-        let lr = cfg.lr_schedule.lr(cfg.lr, progress, cfg.lr_final_fraction);
+        let lr = cfg.lr_at(self.epoch);
+        self.dem.max_score_norm = estimator_clip(&cfg, self.epoch);
+        let sde = cfg.sde_at(self.epoch);
         let (mut loss_sum, mut gn_sum, mut ess_sum, mut dem_s) = (0.0, 0.0, 0.0, 0.0);
         let mut clipped = 0u64;
         for step in 0..cfg.steps_per_epoch {
@@ -432,7 +442,7 @@ impl Trainer {
         let due = (next % cfg.eval_every == 0 || next == cfg.epochs) && self.validation.is_some();
         // pDEM trains on prior points: its samples are only needed when they are evaluated
         let samples = if cfg.mode == Mode::Idem || due {
-            self.generate(cfg.samples_per_epoch, self.seed(6, self.epoch, 0))?
+            self.generate(cfg.samples_per_epoch, self.seed(6, self.epoch, 0), &sde)?
         } else {
             Vec::new()
         };
@@ -447,7 +457,7 @@ impl Trainer {
             let mut s = self.to_target_coords(&samples);
             if samples.len() / self.model.target.dim() < cfg.eval_samples {
                 let seed = self.seed(7, self.epoch, 0);
-                let more = self.generate(cfg.eval_samples, seed)?;
+                let more = self.generate(cfg.eval_samples, seed, &sde)?;
                 s = self.to_target_coords(&more);
             }
             let validation = self.validation.as_deref().unwrap_or_default();
@@ -476,6 +486,7 @@ impl Trainer {
             "loss": loss_sum / n,
             "grad_norm": gn_sum / n,
             "lr": lr,
+            "max_score_norm": cfg.target_clip_at(self.epoch - 1),
             "wall_s": self.wall_s,
             "energy_calls": self.energy_calls,
             "train_s": train_s,

@@ -178,6 +178,57 @@ fn training_is_deterministic_and_resume_is_exact() {
     assert_ne!(read(&a), read(&c));
 }
 
+/// A final stage (constant final LR, another clip for target and sampler) changes only its own
+/// epochs, and adding it to a finished run by resume gives the run trained with it from the start.
+#[test]
+fn final_stage_trains_its_epochs_at_the_final_lr_and_clip_and_composes_with_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    let stage = [
+        "--set",
+        "final_stage_epochs=1",
+        "--set",
+        "final_stage_max_score_norm=3",
+    ];
+    let mut staged = vec!["--set", "epochs=3"];
+    staged.extend_from_slice(&stage);
+    let (ok, _, err) = train(&a, &staged);
+    assert!(ok, "{err}");
+    assert!(train(&b, &["--set", "epochs=2"]).0);
+    let d = b.display().to_string();
+    let mut resume = vec!["train", "--quiet", "--resume", &d, "--set", "epochs=3"];
+    resume.extend_from_slice(&stage);
+    let (ok, _, err) = idem(&resume);
+    assert!(ok, "{err}");
+    let read = |p: &Path| npy::read(&p.join("samples.npy")).unwrap().data;
+    assert_eq!(read(&a), read(&b));
+    let (ma, mb) = (metrics(&a), metrics(&b));
+    // the stage's epoch: final LR (cosine 1e-3 → 5%), its clip; the others: the preset's
+    let cfg = idem::config::TrainConfig::preset("gmm-idem").unwrap();
+    let lr = |l: &serde_json::Value| l["lr"].as_f64().unwrap();
+    assert!((lr(&ma[2]) - cfg.lr * cfg.lr_final_fraction).abs() < 1e-12);
+    assert!(lr(&ma[1]) > lr(&ma[2]));
+    assert_eq!(ma[2]["max_score_norm"], 3.0);
+    assert_eq!(ma[1]["max_score_norm"], cfg.max_score_norm);
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!(x["loss"], y["loss"]);
+    }
+    // (b's epoch 2 was its last, so it alone was evaluated there)
+    assert_eq!(ma[2]["val_w2"], mb[2]["val_w2"]);
+    // the stage's epochs are not those of the two-epoch run extended without it
+    let d = c.display().to_string();
+    assert!(train(&c, &["--set", "epochs=2"]).0);
+    assert!(idem(&["train", "--quiet", "--resume", &d, "--set", "epochs=3"]).0);
+    let mc = metrics(&c);
+    assert_eq!(mc[1]["loss"], ma[1]["loss"]);
+    assert_ne!(mc[2]["loss"], ma[2]["loss"]);
+    assert_ne!(read(&a), read(&c));
+}
+
 #[test]
 fn divergence_stops_with_an_error_and_bad_settings_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
