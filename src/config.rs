@@ -243,7 +243,11 @@ impl TrainConfig {
             return bad("dem_blend_sigma must be ≥ 0 and finite (0 = off)");
         }
         if self.final_stage_epochs >= self.epochs {
-            return bad("final_stage_epochs must be fewer than epochs");
+            return Err(Error::Config(format!(
+                "final_stage_epochs ({}) must be fewer than epochs ({}): lower it, or set \
+                 final_stage_epochs=0 to train without the final stage",
+                self.final_stage_epochs, self.epochs
+            )));
         }
         if self.final_stage_epochs > 0
             && !(self.final_stage_max_score_norm > 0.0

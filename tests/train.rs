@@ -263,10 +263,14 @@ fn divergence_stops_with_an_error_and_bad_settings_are_refused() {
     assert!(ok && out.contains("gmm-idem") && out.contains("gmm-pdem"));
 }
 
-/// A tiny budget for the EGNN presets.
+/// A tiny budget for the EGNN presets; the second epoch is a final stage (per-particle clip 40).
 const TINY_PARTICLES: &[&str] = &[
     "--set",
     "epochs=2",
+    "--set",
+    "final_stage_epochs=1",
+    "--set",
+    "final_stage_max_score_norm=40",
     "--set",
     "steps_per_epoch=3",
     "--set",
@@ -321,6 +325,7 @@ fn particle_training_runs_end_to_end_with_the_egnn() {
     let m = metrics(&run);
     assert_eq!(m.len(), 2);
     assert!(m[1]["val_dist_tv"].as_f64().is_some(), "{}", m[1]);
+    assert_eq!(m[1]["max_score_norm"], 40.0);
     let s = npy::read(&run.join("samples.npy")).unwrap();
     assert_eq!(s.shape, vec![64, 8]);
     for conf in s.data.chunks(8) {
