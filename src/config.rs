@@ -80,6 +80,15 @@ pub struct TrainConfig {
     /// network coordinates (> 0 when the stage is on).
     #[serde(default)]
     pub final_stage_max_score_norm: f64,
+    /// K of the DEM target in the final stage (0 = `num_mc_samples`). The self-normalised
+    /// estimate's finite-K error is largest at the noise levels that set the samples' energy
+    /// (few effective samples), and the stage is short, so a larger K there is cheap (README).
+    #[serde(default)]
+    pub final_stage_num_mc_samples: usize,
+    /// Diffusion scale λ of the sampler in the final stage — its buffer generation, the final
+    /// samples and `idem sample` (0 = `sde.diffusion_scale`).
+    #[serde(default)]
+    pub final_stage_diffusion_scale: f64,
     /// σ_b of the blended DEM estimator (`dem_target` module docs), network coordinates;
     /// 0 = the reference's estimator S_K.
     #[serde(default)]
@@ -173,11 +182,24 @@ impl TrainConfig {
         }
     }
 
+    /// K of the DEM target in epoch `e`: `final_stage_num_mc_samples` in the final stage when
+    /// set, else `num_mc_samples`.
+    pub fn mc_samples_at(&self, e: usize) -> usize {
+        if self.in_final_stage(e) && self.final_stage_num_mc_samples > 0 {
+            self.final_stage_num_mc_samples
+        } else {
+            self.num_mc_samples
+        }
+    }
+
     /// Sampler settings of epoch `e`: `sde`, with the final stage's clip during the stage.
     pub fn sde_at(&self, e: usize) -> SdeConfig {
         let mut sde = self.sde.clone();
         if self.in_final_stage(e) {
             sde.max_score_norm = Some(self.final_stage_max_score_norm);
+            if self.final_stage_diffusion_scale > 0.0 {
+                sde.diffusion_scale = self.final_stage_diffusion_scale;
+            }
         }
         sde
     }
@@ -257,6 +279,13 @@ impl TrainConfig {
                 "final_stage_max_score_norm must be positive and finite when the final stage is on",
             );
         }
+        if !(self.final_stage_diffusion_scale >= 0.0
+            && self.final_stage_diffusion_scale.is_finite())
+        {
+            return bad(
+                "final_stage_diffusion_scale must be ≥ 0 and finite (0 = sde.diffusion_scale)",
+            );
+        }
         if self.buffer_capacity == 0 || self.eval_every == 0 {
             return bad("buffer_capacity and eval_every must be positive");
         }
@@ -274,6 +303,8 @@ fn optional_key(k: &str) -> bool {
             | "dem_guided"
             | "final_stage_epochs"
             | "final_stage_max_score_norm"
+            | "final_stage_num_mc_samples"
+            | "final_stage_diffusion_scale"
     )
 }
 
@@ -356,6 +387,7 @@ mod tests {
             assert_eq!(staged.lr_at(e), base.lr_at(e));
             assert_eq!(staged.target_clip_at(e), 20.0);
             assert_eq!(staged.sde_at(e), base.sde);
+            assert_eq!(staged.mc_samples_at(e), base.num_mc_samples);
         }
         assert!((base.lr_at(0) - base.lr).abs() < 1e-15);
         for e in 10..13 {
@@ -363,7 +395,24 @@ mod tests {
             assert!((staged.lr_at(e) - 0.1 * staged.lr).abs() < 1e-15);
             assert_eq!(staged.target_clip_at(e), 80.0);
             assert_eq!(staged.sde_at(e).max_score_norm, Some(80.0));
+            // K stays unless the stage sets its own
+            assert_eq!(staged.mc_samples_at(e), base.num_mc_samples);
         }
+        let more_k = staged
+            .with_overrides(&["final_stage_num_mc_samples=4000".into()])
+            .unwrap();
+        assert_eq!(more_k.mc_samples_at(9), base.num_mc_samples);
+        assert_eq!(more_k.mc_samples_at(10), 4000);
+        assert_eq!(more_k.final_sde().diffusion_scale, base.sde.diffusion_scale);
+        let cooler = staged
+            .with_overrides(&["final_stage_diffusion_scale=0.8".into()])
+            .unwrap();
+        assert_eq!(cooler.sde_at(9).diffusion_scale, base.sde.diffusion_scale);
+        assert_eq!(cooler.sde_at(10).diffusion_scale, 0.8);
+        assert_eq!(cooler.final_sde().diffusion_scale, 0.8);
+        assert!(staged
+            .with_overrides(&["final_stage_diffusion_scale=-1".into()])
+            .is_err());
         // final samples use the last epoch's sampler
         assert_eq!(staged.final_sde().max_score_norm, Some(80.0));
         assert_eq!(staged.final_sde().steps, staged.final_sde_steps);

@@ -425,6 +425,7 @@ impl Trainer {
         let cfg = self.cfg().clone();
         let lr = cfg.lr_at(self.epoch);
         self.dem.max_score_norm = estimator_clip(&cfg, self.epoch);
+        self.dem.num_mc_samples = cfg.mc_samples_at(self.epoch);
         let sde = cfg.sde_at(self.epoch);
         let (mut loss_sum, mut gn_sum, mut ess_sum, mut dem_s) = (0.0, 0.0, 0.0, 0.0);
         let mut clipped = 0u64;
@@ -487,6 +488,7 @@ impl Trainer {
             "grad_norm": gn_sum / n,
             "lr": lr,
             "max_score_norm": cfg.target_clip_at(self.epoch - 1),
+            "num_mc_samples": cfg.mc_samples_at(self.epoch - 1),
             "wall_s": self.wall_s,
             "energy_calls": self.energy_calls,
             "train_s": train_s,

@@ -178,8 +178,9 @@ fn training_is_deterministic_and_resume_is_exact() {
     assert_ne!(read(&a), read(&c));
 }
 
-/// A final stage (constant final LR, another clip for target and sampler) changes only its own
-/// epochs, and adding it to a finished run by resume gives the run trained with it from the start.
+/// A final stage (constant final LR, another clip for target and sampler, another K) changes
+/// only its own epochs, and adding it to a finished run by resume gives the run trained with it
+/// from the start.
 #[test]
 fn final_stage_trains_its_epochs_at_the_final_lr_and_clip_and_composes_with_resume() {
     let tmp = tempfile::tempdir().unwrap();
@@ -193,6 +194,10 @@ fn final_stage_trains_its_epochs_at_the_final_lr_and_clip_and_composes_with_resu
         "final_stage_epochs=1",
         "--set",
         "final_stage_max_score_norm=3",
+        "--set",
+        "final_stage_num_mc_samples=37",
+        "--set",
+        "final_stage_diffusion_scale=0.8",
     ];
     let mut staged = vec!["--set", "epochs=3"];
     staged.extend_from_slice(&stage);
@@ -214,6 +219,9 @@ fn final_stage_trains_its_epochs_at_the_final_lr_and_clip_and_composes_with_resu
     assert!(lr(&ma[1]) > lr(&ma[2]));
     assert_eq!(ma[2]["max_score_norm"], 3.0);
     assert_eq!(ma[1]["max_score_norm"], cfg.max_score_norm);
+    assert_eq!(ma[2]["num_mc_samples"], 37);
+    assert_ne!(ma[1]["num_mc_samples"], 37);
+    assert_eq!(ma[0]["num_mc_samples"], ma[1]["num_mc_samples"]);
     for (x, y) in ma.iter().zip(&mb) {
         assert_eq!(x["loss"], y["loss"]);
     }
@@ -271,6 +279,8 @@ const TINY_PARTICLES: &[&str] = &[
     "final_stage_epochs=1",
     "--set",
     "final_stage_max_score_norm=40",
+    "--set",
+    "final_stage_num_mc_samples=48",
     "--set",
     "steps_per_epoch=3",
     "--set",
