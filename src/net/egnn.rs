@@ -409,7 +409,8 @@ mod tests {
         }
     }
 
-    /// Results do not depend on the number of threads.
+    /// Results do not depend on the number of threads, nor on whether the backward pass reads the
+    /// edge activations from the cache or recomputes them (bit for bit).
     #[test]
     fn fused_kernels_are_deterministic_across_thread_counts() {
         let dims = EgnnDims {
@@ -429,7 +430,9 @@ mod tests {
         let mut x = vec![0.0f32; b * 39];
         crate::rng::NormalStream::new(6, 0).fill(&mut x);
         let t: Vec<f32> = (0..b).map(|i| i as f32 / b as f32).collect();
-        let run = |threads: usize| {
+        let recompute = EgnnCpu::new(dims).with_edge_cache_bytes(0);
+        assert!(k.caches_edges(b) && !recompute.caches_edges(b));
+        let run_with = |k: &EgnnCpu, threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
@@ -444,8 +447,11 @@ mod tests {
                 (out, gth, gx)
             })
         };
+        let run = |threads: usize| run_with(&k, threads);
         let a = run(1);
         assert_eq!(a, run(3));
         assert_eq!(a, run(2));
+        assert_eq!(a, run_with(&recompute, 2));
+        assert_eq!(a, run_with(&recompute, 1));
     }
 }

@@ -11,7 +11,10 @@
 //! split first edge layer P = h·W_srcᵀ and Q = h·W_dstᵀ, the aggregated messages and the node
 //! MLP's pre-activation: `5H + d` floats per particle per layer); edge-level activations are
 //! recomputed layer by layer during the backward pass of each chunk (one extra forward of the
-//! edge MLPs, 4 of 12 flops in 16), so memory stays O(B·n·H) even for LJ-55.
+//! edge MLPs, 4 of 12 flops in 16), so memory stays O(B·n·H) even for LJ-55 — unless the batch's
+//! edge activations fit in [`EDGE_CACHE_BYTES`] (DW-4, small LJ-13 batches): then the forward pass
+//! keeps them too (`7H + 4 + 2d` floats per edge per layer) and the backward pass reads them back
+//! instead of recomputing (the same numbers, bit for bit).
 //!
 //! Determinism: chunks are split into [`GROUPS`] contiguous groups whose parameter gradients are
 //! summed in a fixed order, so results do not depend on the thread count.
@@ -40,6 +43,8 @@ use super::dense::{
 pub const GROUPS: usize = 4;
 /// Edge rows per chunk the chunking aims for (whole configurations per chunk).
 const TARGET_EDGES: usize = 768;
+/// Largest edge-activation cache a training forward pass keeps (module docs).
+pub const EDGE_CACHE_BYTES: usize = 256 << 20;
 
 /// Shape and options of an EGNN.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -87,6 +92,8 @@ pub struct EgnnCpu {
     emb_b: usize,
     layers: Vec<LayerOff>,
     total: usize,
+    /// Edge-activation cache limit of this kernel ([`EDGE_CACHE_BYTES`] unless changed).
+    edge_cache_bytes: usize,
 }
 
 impl EgnnCpu {
@@ -154,7 +161,14 @@ impl EgnnCpu {
             emb_b,
             layers,
             total: off,
+            edge_cache_bytes: EDGE_CACHE_BYTES,
         }
+    }
+
+    /// The same kernels with another edge-cache limit (0: always recompute in the backward pass).
+    pub fn with_edge_cache_bytes(mut self, bytes: usize) -> Self {
+        self.edge_cache_bytes = bytes;
+        self
     }
 
     /// The network's shape.
@@ -177,9 +191,31 @@ impl EgnnCpu {
         5 * self.dims.h + self.dims.d
     }
 
-    /// Length of the node cache that [`EgnnCpu::forward`] fills for a batch of `b`.
+    /// Floats per edge per layer of the edge-activation cache: pre, s, z₂, m⁰, m, z_c1, c1
+    /// (`H` each), gate, c′, r, den (1 each), d and u (`d` each).
+    fn per_edge(&self) -> usize {
+        7 * self.dims.h + 4 + 2 * self.dims.d
+    }
+
+    /// Whether a training forward pass over a batch of `b` keeps the edge activations.
+    pub fn caches_edges(&self, b: usize) -> bool {
+        let ep = self.dims.n * (self.dims.n - 1);
+        b * ep * self.dims.layers * self.per_edge() * 4 <= self.edge_cache_bytes
+    }
+
+    /// Cache floats per configuration: node states, and edge activations when they fit.
+    fn per_config(&self, b: usize) -> usize {
+        let nodes = self.dims.n * self.dims.layers * self.per_node();
+        if self.caches_edges(b) {
+            nodes + self.dims.n * (self.dims.n - 1) * self.dims.layers * self.per_edge()
+        } else {
+            nodes
+        }
+    }
+
+    /// Length of the cache that [`EgnnCpu::forward`] fills for a batch of `b`.
     pub fn cache_len(&self, b: usize) -> usize {
-        b * self.dims.n * self.dims.layers * self.per_node()
+        b * self.per_config(b)
     }
 
     /// Configurations per chunk for a batch of `b`: about [`TARGET_EDGES`] edge rows, and at
@@ -229,13 +265,17 @@ impl FusedKernel for EgnnCpu {
                 // every element is written below: a reused buffer of the right size is not
                 // cleared
                 cache.resize(self.cache_len(b), 0.0);
+                let edges = self.caches_edges(b);
                 out.par_chunks_mut(cpc * dim)
-                    .zip(cache.par_chunks_mut(node_block))
+                    .zip(cache.par_chunks_mut(cpc * self.per_config(b)))
                     .zip(x.par_chunks(cpc * dim))
                     .zip(t.par_chunks(cpc))
-                    .for_each(|(((o, nodes), xc), tc)| {
+                    .for_each(|(((o, block), xc), tc)| {
+                        let (nodes, ec) =
+                            block.split_at_mut(tc.len() * dims.n * dims.layers * self.per_node());
+                        let ec = if edges { Some(ec) } else { None };
                         with_scratch(&dims, cpc, 0, |scr| {
-                            self.forward_chunk(theta, xc, tc, o, nodes, scr)
+                            self.forward_chunk(theta, xc, tc, o, nodes, ec, scr)
                         })
                     });
             }
@@ -247,7 +287,7 @@ impl FusedKernel for EgnnCpu {
                         with_scratch(&dims, cpc, node_block, |scr| {
                             let len = tc.len() * dims.n * dims.layers * self.per_node();
                             let mut nodes = std::mem::take(&mut scr.nodes);
-                            self.forward_chunk(theta, xc, tc, o, &mut nodes[..len], scr);
+                            self.forward_chunk(theta, xc, tc, o, &mut nodes[..len], None, scr);
                             scr.nodes = nodes;
                         })
                     });
@@ -293,7 +333,8 @@ impl FusedKernel for EgnnCpu {
         let cpc = self.chunk_configs(b);
         let chunks = b.div_ceil(cpc);
         let per_group = chunks.div_ceil(GROUPS);
-        let node_block = cpc * dims.n * dims.layers * self.per_node();
+        let block = cpc * self.per_config(b);
+        let edges = self.caches_edges(b);
         // group g: chunks [g·per_group, (g+1)·per_group)
         let span = per_group * cpc;
         let partial: Vec<Vec<f32>> = gx
@@ -306,14 +347,16 @@ impl FusedKernel for EgnnCpu {
                     let s = c0 + k * cpc;
                     let e = (s + cpc).min(b);
                     let chunk = s / cpc;
-                    let nodes = &cache[chunk * node_block..]
-                        [..(e - s) * dims.n * dims.layers * self.per_node()];
+                    let (nodes, ec) = cache[chunk * block..][..(e - s) * self.per_config(b)]
+                        .split_at((e - s) * dims.n * dims.layers * self.per_node());
+                    let ec = if edges { Some(ec) } else { None };
                     with_scratch(&dims, cpc, 0, |scr| {
                         self.backward_chunk(
                             theta,
                             &x[s * dim..e * dim],
                             &t[s..e],
                             nodes,
+                            ec,
                             &gout[s * dim..e * dim],
                             &mut acc,
                             gx_c,
@@ -349,6 +392,7 @@ impl EgnnCpu {
     }
 
     /// Forward of one chunk of `tc.len()` configurations.
+    #[allow(clippy::too_many_arguments)]
     fn forward_chunk(
         &self,
         th: &[f32],
@@ -356,6 +400,7 @@ impl EgnnCpu {
         tc: &[f32],
         out: &mut [f32],
         nodes: &mut [f32],
+        mut edges: Option<&mut [f32]>,
         scr: &mut Scratch,
     ) {
         let EgnnDims { n, d, h, .. } = self.dims;
@@ -388,8 +433,18 @@ impl EgnnCpu {
             let lo = self.layers[l];
             gemm_nt(m, h, h, hl, h, &th[lo.w_src..], h, p, h, false);
             gemm_nt(m, h, h, hl, h, &th[lo.w_dst..], h, q, h, false);
-            self.edges_forward(th, &lo, c, xl, p, q, scr, false);
-            // x_new, agg
+            self.edges_forward(th, &lo, c, xl, p, q, scr, edges.is_some());
+            if let Some(ec) = edges.as_deref_mut() {
+                let ne = c * n * (n - 1);
+                let mut off = l * ne * self.per_edge();
+                for (v, w) in edge_slots(scr, h, d) {
+                    ec[off..off + ne * w].copy_from_slice(&v[..ne * w]);
+                    off += ne * w;
+                }
+            }
+            // x_new, agg (the last layer's node update does not reach the output: its agg and
+            // node MLP are skipped, and their parameters get zero gradients in the backward pass)
+            let last = l + 1 == self.dims.layers;
             let (xn, hn) = (&mut scr.x_new, &mut scr.h_new);
             xn[..m * d].copy_from_slice(xl);
             agg.fill(0.0);
@@ -404,33 +459,16 @@ impl EgnnCpu {
                         for (xv, &uv) in xn[v * d..][..d].iter_mut().zip(u) {
                             *xv += uv * cp;
                         }
-                        let mrow = &scr.m[e * h..][..h];
-                        for (a, &mv) in agg[v * h..][..h].iter_mut().zip(mrow) {
-                            *a += mv;
+                        if !last {
+                            let mrow = &scr.m[e * h..][..h];
+                            for (a, &mv) in agg[v * h..][..h].iter_mut().zip(mrow) {
+                                *a += mv;
+                            }
                         }
                     }
                 }
             }
-            // node MLP: zn1 = [h, agg]·W_n1ᵀ + b_n1, h_new = h + SiLU(zn1)·W_n2ᵀ + b_n2
-            gemm_nt(m, h, h, hl, h, &th[lo.wn1..], 2 * h, zn1, h, false);
-            gemm_nt(m, h, h, agg, h, &th[lo.wn1 + h..], 2 * h, zn1, h, true);
-            let u = &mut scr.u[..m * h];
-            bias_silu(zn1, &th[lo.bn1..][..h], u);
-            let hn = &mut hn[..m * h];
-            hn.copy_from_slice(hl);
-            gemm_nt(m, h, h, u, h, &th[lo.wn2..], h, hn, h, true);
-            let bn2 = &th[lo.bn2..][..h];
-            for row in hn.chunks_exact_mut(h) {
-                for (r, &bb) in row.iter_mut().zip(bn2) {
-                    *r += bb;
-                }
-            }
-            if l + 1 < self.dims.layers {
-                let on = self.node_offsets(l + 1, m);
-                let next = &mut rest[on.h - o.end..];
-                next[..m * h].copy_from_slice(hn);
-                next[m * h..m * (h + d)].copy_from_slice(&xn[..m * d]);
-            } else {
+            if last {
                 // output: x_L − x⁰, mean over particles removed
                 for ci in 0..c {
                     let o = &mut out[ci * n * d..][..n * d];
@@ -446,7 +484,26 @@ impl EgnnCpu {
                         }
                     }
                 }
+                continue;
             }
+            // node MLP: zn1 = [h, agg]·W_n1ᵀ + b_n1, h_new = h + SiLU(zn1)·W_n2ᵀ + b_n2
+            gemm_nt(m, h, h, hl, h, &th[lo.wn1..], 2 * h, zn1, h, false);
+            gemm_nt(m, h, h, agg, h, &th[lo.wn1 + h..], 2 * h, zn1, h, true);
+            let u = &mut scr.u[..m * h];
+            bias_silu(zn1, &th[lo.bn1..][..h], u);
+            let hn = &mut hn[..m * h];
+            hn.copy_from_slice(hl);
+            gemm_nt(m, h, h, u, h, &th[lo.wn2..], h, hn, h, true);
+            let bn2 = &th[lo.bn2..][..h];
+            for row in hn.chunks_exact_mut(h) {
+                for (r, &bb) in row.iter_mut().zip(bn2) {
+                    *r += bb;
+                }
+            }
+            let on = self.node_offsets(l + 1, m);
+            let next = &mut rest[on.h - o.end..];
+            next[..m * h].copy_from_slice(hn);
+            next[m * h..m * (h + d)].copy_from_slice(&xn[..m * d]);
         }
     }
 
@@ -594,6 +651,7 @@ impl EgnnCpu {
         xc: &[f32],
         tc: &[f32],
         nodes: &[f32],
+        edges: Option<&[f32]>,
         gout: &[f32],
         acc: &mut [f32],
         gx_out: &mut [f32],
@@ -635,27 +693,42 @@ impl EgnnCpu {
             let q = &nodes[o.q..][..m * h];
             let agg = &nodes[o.agg..][..m * h];
             let zn1 = &nodes[o.zn1..][..m * h];
-            self.edges_forward(th, &lo, c, xl, p, q, scr, true);
+            match edges {
+                Some(ec) => {
+                    let mut off = l * ne * self.per_edge();
+                    for (v, w) in edge_slots(scr, h, d) {
+                        v[..ne * w].copy_from_slice(&ec[off..off + ne * w]);
+                        off += ne * w;
+                    }
+                }
+                None => self.edges_forward(th, &lo, c, xl, p, q, scr, true),
+            }
             let ghs = &gh[..m * h];
             let ghn = &mut gh_new[..m * h];
             let gxs = &gx[..m * d];
-            // node MLP
-            let u = &mut scr.u[..m * h];
-            let dzn = &mut scr.dzn[..m * h];
-            dzn.copy_from_slice(zn1);
-            silu_keep_grad(dzn, u);
-            gemm_tn(h, h, m, ghs, h, u, h, &mut acc[lo.wn2..], h, true);
-            add_col_sums(ghs, &mut acc[lo.bn2..][..h]);
-            let gz = &mut scr.gnode[..m * h];
-            gemm_nn(m, h, h, ghs, h, &th[lo.wn2..], h, gz, h, false);
-            mul_assign(gz, dzn);
-            gemm_tn(h, h, m, gz, h, hl, h, &mut acc[lo.wn1..], 2 * h, true);
-            gemm_tn(h, h, m, gz, h, agg, h, &mut acc[lo.wn1 + h..], 2 * h, true);
-            add_col_sums(gz, &mut acc[lo.bn1..][..h]);
-            ghn.copy_from_slice(ghs);
-            gemm_nn(m, h, h, gz, h, &th[lo.wn1..], 2 * h, ghn, h, true);
+            // node MLP (skipped in the last layer, whose node update the output does not use:
+            // the gradient reaching it is zero)
             let gagg = &mut scr.gagg[..m * h];
-            gemm_nn(m, h, h, gz, h, &th[lo.wn1 + h..], 2 * h, gagg, h, false);
+            if l + 1 == self.dims.layers {
+                ghn.fill(0.0);
+                gagg.fill(0.0);
+            } else {
+                let u = &mut scr.u[..m * h];
+                let dzn = &mut scr.dzn[..m * h];
+                dzn.copy_from_slice(zn1);
+                silu_keep_grad(dzn, u);
+                gemm_tn(h, h, m, ghs, h, u, h, &mut acc[lo.wn2..], h, true);
+                add_col_sums(ghs, &mut acc[lo.bn2..][..h]);
+                let gz = &mut scr.gnode[..m * h];
+                gemm_nn(m, h, h, ghs, h, &th[lo.wn2..], h, gz, h, false);
+                mul_assign(gz, dzn);
+                gemm_tn(h, h, m, gz, h, hl, h, &mut acc[lo.wn1..], 2 * h, true);
+                gemm_tn(h, h, m, gz, h, agg, h, &mut acc[lo.wn1 + h..], 2 * h, true);
+                add_col_sums(gz, &mut acc[lo.bn1..][..h]);
+                ghn.copy_from_slice(ghs);
+                gemm_nn(m, h, h, gz, h, &th[lo.wn1..], 2 * h, ghn, h, true);
+                gemm_nn(m, h, h, gz, h, &th[lo.wn1 + h..], 2 * h, gagg, h, false);
+            }
             // coordinate update: x_new_i = x_i + Σ_j u_e·c′_e
             let gxn = &mut gx_new[..m * d];
             gxn.copy_from_slice(gxs);
@@ -921,6 +994,26 @@ impl Scratch {
         }
         grow(&mut self.nodes, nodes);
     }
+}
+
+/// The scratch buffers the backward pass reads after `edges_forward` (with `keep_grad`), with
+/// their widths per edge: the layout of one layer of the edge cache.
+fn edge_slots(scr: &mut Scratch, h: usize, d: usize) -> [(&mut Vec<f32>, usize); 13] {
+    [
+        (&mut scr.pre, h),
+        (&mut scr.s1, h),
+        (&mut scr.z2, h),
+        (&mut scr.m0, h),
+        (&mut scr.m, h),
+        (&mut scr.zc1, h),
+        (&mut scr.c1, h),
+        (&mut scr.gate, 1),
+        (&mut scr.cp, 1),
+        (&mut scr.r, 1),
+        (&mut scr.den, 1),
+        (&mut scr.diff, d),
+        (&mut scr.unit, d),
+    ]
 }
 
 thread_local! {
