@@ -262,8 +262,8 @@ impl FusedKernel for EgnnCpu {
         let node_block = cpc * dims.n * dims.layers * self.per_node();
         match cache {
             Some(cache) => {
-                // every element is written below: a reused buffer of the right size is not
-                // cleared
+                // every element the backward pass reads is written below (the last layer's
+                // node-MLP slot is neither written nor read): a reused buffer is not cleared
                 cache.resize(self.cache_len(b), 0.0);
                 let edges = self.caches_edges(b);
                 out.par_chunks_mut(cpc * dim)
