@@ -251,8 +251,74 @@ pub struct NetResult {
     pub reference_sample_ms: f64,
     pub train_speedup: f64,
     pub sample_speedup: f64,
+    /// Matrix-product GFLOP/s of the fused kernels in the two steps ([`egnn_matmul_flops`] /
+    /// time; the element-wise work, gathers and scatters come on top, uncounted).
+    pub train_gflops: f64,
+    pub sample_gflops: f64,
+    /// This machine's single-precision matrix-product throughput measured just before the case
+    /// ([`gemm_gflops`]): the ceiling for the two figures above, and the way to tell a slow
+    /// host from slow code when timings drift between runs.
+    pub machine_gemm_gflops: f64,
     pub threads: usize,
     pub repeats: usize,
+}
+
+/// Floating-point operations (2 per multiply-add) of the matrix products in the fused CPU EGNN
+/// ([`crate::net::egnn_cpu`]) for a batch of `b` configurations of `n` particles, width `h`,
+/// `layers` layers. Forward, per configuration and layer: the two edge products
+/// (`W₂`, `W_c1`) over the n(n − 1) edges, the split first edge layer `P`, `Q` over the n nodes
+/// and, except in the last layer, the node MLP (`W_n1` is `[H, 2H]`, `W_n2` `[H, H]`). Training
+/// adds the backward pass (a weight-gradient and an input-gradient product per forward product)
+/// and, when the edge activations are not cached, a second forward of the edge products.
+pub fn egnn_matmul_flops(
+    n: usize,
+    h: usize,
+    layers: usize,
+    b: usize,
+    train: bool,
+    edges_cached: bool,
+) -> f64 {
+    let (n, h2, l) = (n as f64, (h * h) as f64, layers as f64);
+    let e = n * (n - 1.0);
+    let edge = l * e * 2.0 * h2;
+    let pq = l * n * 2.0 * h2;
+    let node = (l - 1.0).max(0.0) * n * 3.0 * h2;
+    let forward = edge + pq + node;
+    let macs = if train {
+        let recompute = if edges_cached { 0.0 } else { edge };
+        3.0 * forward + recompute
+    } else {
+        forward
+    };
+    2.0 * macs * b as f64
+}
+
+/// Rows of the matrix product [`gemm_gflops`] times: the edge rows of one kernel chunk.
+const GEMM_ROWS: usize = 768;
+
+/// Single-precision GFLOP/s of `[768 × h]·[h × h]` products (the EGNN's edge layer on one chunk,
+/// [`crate::net::dense::gemm_nt`]) run concurrently on every thread of the pool: median of
+/// `repeats` timings of 64 products per thread.
+pub fn gemm_gflops(h: usize, repeats: usize) -> f64 {
+    use crate::net::dense::gemm_nt;
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    let a: Vec<f32> = (0..GEMM_ROWS * h).map(|i| (i % 7) as f32 * 0.1).collect();
+    let w: Vec<f32> = (0..h * h).map(|i| (i % 5) as f32 * 0.01).collect();
+    let per_thread = 64;
+    let (ms, _) = median_ms(repeats, || {
+        (0..threads).into_par_iter().for_each(|_| {
+            let mut c = vec![0.0f32; GEMM_ROWS * h];
+            for _ in 0..per_thread {
+                gemm_nt(GEMM_ROWS, h, h, &a, h, &w, h, &mut c, h, false);
+            }
+            std::hint::black_box(&c);
+        });
+        Ok(())
+    })
+    .expect("the product cannot fail");
+    let flops = 2.0 * (GEMM_ROWS * h * h) as f64 * (per_thread * threads) as f64;
+    flops / (ms * 1e6)
 }
 
 fn median_ms(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, usize)> {
@@ -269,6 +335,7 @@ fn median_ms(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, 
 
 /// Time the EGNN of one case on the CPU device.
 pub fn run_net_case(case: &NetCase, repeats: usize, seed: u64) -> Result<NetResult> {
+    use crate::net::egnn_cpu::{EgnnCpu, EgnnDims};
     use crate::net::optim::Adam;
     use crate::net::{Egnn, EgnnConfig, Params, ScoreNet};
     use candle_core::{Device, Tensor};
@@ -276,6 +343,7 @@ pub fn run_net_case(case: &NetCase, repeats: usize, seed: u64) -> Result<NetResu
     let p = target
         .particles()
         .expect("net benchmarks are particle targets");
+    let gemm = gemm_gflops(case.hidden, repeats);
     let dev = Device::Cpu;
     let mut params = Params::new(&dev);
     let cfg = EgnnConfig {
@@ -320,7 +388,22 @@ pub fn run_net_case(case: &NetCase, repeats: usize, seed: u64) -> Result<NetResu
         let _next = (&xs + s.affine(1e-3, 0.0)?)?;
         Ok(())
     })?;
+    let cached = EgnnCpu::new(EgnnDims {
+        n: p.n_particles,
+        d: p.spatial_dim,
+        h: case.hidden,
+        layers: case.layers,
+        attention: true,
+        tanh: true,
+        range: 1.0,
+    })
+    .caches_edges(case.train_b);
+    let flops =
+        |b, train| egnn_matmul_flops(p.n_particles, case.hidden, case.layers, b, train, cached);
     Ok(NetResult {
+        train_gflops: flops(case.train_b, true) / (train_ms * 1e6),
+        sample_gflops: flops(case.sample_b, false) / (sample_ms * 1e6),
+        machine_gemm_gflops: gemm,
         task: case.task.to_string(),
         layers: case.layers,
         hidden: case.hidden,

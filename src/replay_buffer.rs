@@ -90,6 +90,30 @@ impl ReplayBuffer {
         v
     }
 
+    /// Slot the next point goes to once the buffer is full (0 while it fills): with
+    /// [`ReplayBuffer::to_vec`], what a checkpoint needs to restore the buffer exactly.
+    pub fn head(&self) -> usize {
+        self.head
+    }
+
+    /// The buffer [`ReplayBuffer::to_vec`] and [`ReplayBuffer::head`] came from: the same points
+    /// in the same ring slots, so [`ReplayBuffer::sample`] draws the same points from the same
+    /// random stream (a resumed run is the run it continues, also after the buffer wrapped).
+    pub fn restore(dim: usize, capacity: usize, oldest_first: &[f32], head: usize) -> Result<Self> {
+        let mut b = Self::new(dim, capacity)?;
+        b.push(oldest_first)?;
+        let len = b.len();
+        if head > 0 && (len < capacity || head >= capacity) {
+            return Err(Error::Config(format!(
+                "replay buffer head {head} does not fit {len} points in a capacity of {capacity}"
+            )));
+        }
+        // to_vec = data[head..] ++ data[..head]: the newest `head` points go back to the front
+        b.data.rotate_right(head * dim);
+        b.head = head;
+        Ok(b)
+    }
+
     /// The newest `n` points (fewer if the buffer holds fewer), oldest first.
     pub fn newest(&self, n: usize) -> Vec<f32> {
         let all = self.to_vec();
@@ -120,6 +144,29 @@ mod tests {
         assert!(b.push(&[1.0, 2.0]).is_ok());
         let mut d = ReplayBuffer::new(2, 3).unwrap();
         assert!(d.push(&[1.0]).is_err());
+    }
+
+    #[test]
+    fn a_restored_buffer_samples_and_fills_like_the_original() {
+        let mut b = ReplayBuffer::new(2, 5).unwrap();
+        b.push(&(0..16).map(|v| v as f32).collect::<Vec<_>>())
+            .unwrap(); // 8 points into 5 slots: wrapped, head 3
+        assert_eq!(b.head(), 3);
+        let mut r = ReplayBuffer::restore(2, 5, &b.to_vec(), b.head()).unwrap();
+        assert_eq!(r.to_vec(), b.to_vec());
+        assert_eq!(
+            r.sample(20, &mut stream(3, 1)).unwrap(),
+            b.sample(20, &mut stream(3, 1)).unwrap()
+        );
+        r.push(&[100.0, 101.0]).unwrap();
+        b.push(&[100.0, 101.0]).unwrap();
+        assert_eq!(r.to_vec(), b.to_vec());
+        assert_eq!(r.head(), b.head());
+        // without the head (old checkpoints) the same points sit in other slots
+        let plain = ReplayBuffer::restore(2, 5, &b.to_vec(), 0).unwrap();
+        assert_eq!(plain.to_vec(), b.to_vec());
+        assert!(ReplayBuffer::restore(2, 5, &[1.0, 2.0], 1).is_err());
+        assert!(ReplayBuffer::restore(2, 5, &b.to_vec(), 5).is_err());
     }
 
     #[test]

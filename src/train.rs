@@ -162,7 +162,22 @@ impl Trainer {
         let buf = tensors
             .get("buffer")
             .ok_or_else(|| Error::Config("checkpoint has no replay buffer".into()))?;
-        t.buffer.push(&buf.flatten_all()?.to_vec1::<f32>()?)?;
+        // the ring slot of the next point (absent in checkpoints written before it was saved:
+        // those resume with the points in other slots, i.e. other draws from the same set)
+        let rows = buf.dim(0)?;
+        let head = match tensors.get("state.buffer_head") {
+            // a changed capacity refills the ring from slot 0
+            Some(_) if rows == cfg.buffer_capacity => {
+                checkpoint::get_scalar(&tensors, "state.buffer_head")? as usize
+            }
+            _ => 0,
+        };
+        t.buffer = ReplayBuffer::restore(
+            t.model.target.dim(),
+            cfg.buffer_capacity,
+            &buf.flatten_all()?.to_vec1::<f32>()?,
+            head,
+        )?;
         t.epoch = checkpoint::get_scalar(&tensors, "state.epoch")? as usize;
         t.wall_s = checkpoint::get_scalar(&tensors, "state.wall_s")?;
         t.energy_calls = checkpoint::get_scalar(&tensors, "state.energy_calls")? as u64;
@@ -415,6 +430,10 @@ impl Trainer {
             self.energy_calls as f64,
         )?);
         t.push(checkpoint::scalar("state.best_w2", self.best_w2)?);
+        t.push(checkpoint::scalar(
+            "state.buffer_head",
+            self.buffer.head() as f64,
+        )?);
         Ok(t)
     }
 

@@ -163,8 +163,11 @@ fn train_writes_a_complete_run_and_resume_continues_it() {
 fn training_is_deterministic_and_resume_is_exact() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    assert!(train(&a, &["--set", "epochs=2"]).0);
-    assert!(train(&b, &["--set", "epochs=1"]).0);
+    // 128 initial + 100 generated points in 150 slots: the ring has wrapped when b resumes,
+    // so the checkpoint must keep each point's slot for epoch 2 to draw the same batches
+    let cap = ["--set", "buffer_capacity=150"];
+    assert!(train(&a, &[&["--set", "epochs=2"][..], &cap].concat()).0);
+    assert!(train(&b, &[&["--set", "epochs=1"][..], &cap].concat()).0);
     let d = b.display().to_string();
     assert!(idem(&["train", "--quiet", "--resume", &d, "--set", "epochs=2"]).0);
     let read = |p: &Path| npy::read(&p.join("samples.npy")).unwrap().data;

@@ -67,16 +67,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     rayon::current_num_threads()
                 );
                 println!(
-                    "{:6} {:>7} {:>8} {:>9} {:>11} {:>9} {:>9} {:>11} {:>9}",
+                    "(GF/s: matrix-product GFLOP/s of the step; machine: this host's [768x128]x[128x128] product GFLOP/s on the same threads, measured before each case)"
+                );
+                println!(
+                    "{:6} {:>7} {:>8} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>9} {:>6} {:>8}",
                     "task",
                     "layers",
                     "B train",
                     "train ms",
                     "ref ms",
                     "speedup",
+                    "GF/s",
                     "B sample",
                     "sample ms",
-                    "speedup"
+                    "speedup",
+                    "GF/s",
+                    "machine"
                 );
             }
             for case in &cases {
@@ -85,16 +91,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
                     println!(
-                        "{:6} {:>7} {:>8} {:>9.1} {:>11.0} {:>8.1}x {:>9} {:>11.1} {:>8.1}x",
+                        "{:6} {:>7} {:>8} {:>9.1} {:>9.0} {:>8.1}x {:>6.0} {:>9} {:>10.1} {:>8.1}x {:>6.0} {:>8.0}",
                         r.task,
                         format!("{}x{}", r.layers, r.hidden),
                         r.b_train,
                         r.train_ms,
                         r.reference_train_ms,
                         r.train_speedup,
+                        r.train_gflops,
                         r.b_sample,
                         r.sample_ms,
-                        r.sample_speedup
+                        r.sample_speedup,
+                        r.sample_gflops,
+                        r.machine_gemm_gflops
                     );
                 }
             }

@@ -13,8 +13,9 @@
 //! recomputed layer by layer during the backward pass of each chunk (one extra forward of the
 //! edge MLPs, 4 of 12 flops in 16), so memory stays O(B·n·H) even for LJ-55 — unless the batch's
 //! edge activations fit in [`EDGE_CACHE_BYTES`] (DW-4, small LJ-13 batches): then the forward pass
-//! keeps them too (`7H + 4 + 2d` floats per edge per layer) and the backward pass reads them back
-//! instead of recomputing (the same numbers, bit for bit).
+//! writes them straight into the cache (`7H + 4 + 2d` floats per edge per layer, see `EdgeAct`)
+//! and the backward pass reads them there in place instead of recomputing (the same numbers, bit
+//! for bit; no copies through the scratch).
 //!
 //! Determinism: chunks are split into [`GROUPS`] contiguous groups whose parameter gradients are
 //! summed in a fixed order, so results do not depend on the thread count.
@@ -194,7 +195,7 @@ impl EgnnCpu {
     /// Floats per edge per layer of the edge-activation cache: pre, s, z₂, m⁰, m, z_c1, c1
     /// (`H` each), gate, c′, r, den (1 each), d and u (`d` each).
     fn per_edge(&self) -> usize {
-        7 * self.dims.h + 4 + 2 * self.dims.d
+        edge_floats(self.dims.h, self.dims.d)
     }
 
     /// Whether a training forward pass over a batch of `b` keeps the edge activations.
@@ -421,6 +422,7 @@ impl EgnnCpu {
             nodes[o.x..o.x + m * d].copy_from_slice(xc);
         }
         self.attributes(xc, c, &mut scr.attr);
+        let (ne, pe, keep) = (c * n * (n - 1), self.per_edge(), edges.is_some());
         for l in 0..self.dims.layers {
             let o = self.node_offsets(l, m);
             let (cur, rest) = nodes.split_at_mut(o.end);
@@ -433,15 +435,13 @@ impl EgnnCpu {
             let lo = self.layers[l];
             gemm_nt(m, h, h, hl, h, &th[lo.w_src..], h, p, h, false);
             gemm_nt(m, h, h, hl, h, &th[lo.w_dst..], h, q, h, false);
-            self.edges_forward(th, &lo, c, xl, p, q, scr, edges.is_some());
-            if let Some(ec) = edges.as_deref_mut() {
-                let ne = c * n * (n - 1);
-                let mut off = l * ne * self.per_edge();
-                for (v, w) in edge_slots(scr, h, d) {
-                    ec[off..off + ne * w].copy_from_slice(&v[..ne * w]);
-                    off += ne * w;
-                }
-            }
+            // edge activations: straight into the cache when it keeps them, else the scratch
+            let block = match edges.as_deref_mut() {
+                Some(ec) => &mut ec[l * ne * pe..][..ne * pe],
+                None => &mut scr.edge[..ne * pe],
+            };
+            let mut ea = EdgeAct::split(block, ne, h, d);
+            self.edges_forward(th, &lo, c, xl, p, q, &scr.attr, &mut ea, keep);
             // x_new, agg (the last layer's node update does not reach the output: its agg and
             // node MLP are skipped, and their parameters get zero gradients in the backward pass)
             let last = l + 1 == self.dims.layers;
@@ -454,13 +454,13 @@ impl EgnnCpu {
                     let v = ci * n + i;
                     for k in 0..n - 1 {
                         let e = ci * ep + i * (n - 1) + k;
-                        let cp = scr.cp[e];
-                        let u = &scr.unit[e * d..][..d];
+                        let cp = ea.cp[e];
+                        let u = &ea.unit[e * d..][..d];
                         for (xv, &uv) in xn[v * d..][..d].iter_mut().zip(u) {
                             *xv += uv * cp;
                         }
                         if !last {
-                            let mrow = &scr.m[e * h..][..h];
+                            let mrow = &ea.m[e * h..][..h];
                             for (a, &mv) in agg[v * h..][..h].iter_mut().zip(mrow) {
                                 *a += mv;
                             }
@@ -526,8 +526,8 @@ impl EgnnCpu {
         }
     }
 
-    /// Edge activations of one layer for a chunk of `c` configurations (into `scr`), from the
-    /// layer's coordinates `xl` and split first-layer products `p`, `q`.
+    /// Edge activations of one layer for a chunk of `c` configurations (into `ea`), from the
+    /// layer's coordinates `xl`, split first-layer products `p`, `q` and edge attributes `attr`.
     #[allow(clippy::too_many_arguments)]
     fn edges_forward(
         &self,
@@ -537,7 +537,8 @@ impl EgnnCpu {
         xl: &[f32],
         p: &[f32],
         q: &[f32],
-        scr: &mut Scratch,
+        attr: &[f32],
+        ea: &mut EdgeAct<&mut [f32]>,
         keep_grad: bool,
     ) {
         let EgnnDims { n, d, h, .. } = self.dims;
@@ -555,17 +556,17 @@ impl EgnnCpu {
                     let mut r = 0.0f32;
                     for a in 0..d {
                         let dv = xl[vi * d + a] - xl[vj * d + a];
-                        scr.diff[e * d + a] = dv;
+                        ea.diff[e * d + a] = dv;
                         r += dv * dv;
                     }
                     let den = (r + 1e-8).sqrt() + 1.0;
                     for a in 0..d {
-                        scr.unit[e * d + a] = scr.diff[e * d + a] / den;
+                        ea.unit[e * d + a] = ea.diff[e * d + a] / den;
                     }
-                    scr.r[e] = r;
-                    scr.den[e] = den;
-                    let at = scr.attr[e];
-                    let row = &mut scr.pre[e * h..][..h];
+                    ea.r[e] = r;
+                    ea.den[e] = den;
+                    let at = attr[e];
+                    let row = &mut ea.pre[e * h..][..h];
                     let (pi, qj) = (&p[vi * h..][..h], &q[vj * h..][..h]);
                     for k in 0..h {
                         row[k] = pi[k] + qj[k] + r * wr[k] + at * wa[k] + b1[k];
@@ -576,66 +577,55 @@ impl EgnnCpu {
         }
         // with keep_grad, pre, z2 and zc1 are overwritten by SiLU′ of themselves
         if keep_grad {
-            silu_keep_grad(&mut scr.pre[..ne * h], &mut scr.s1[..ne * h]);
+            silu_keep_grad(&mut ea.pre[..ne * h], &mut ea.s1[..ne * h]);
         } else {
-            silu_slice(&scr.pre[..ne * h], &mut scr.s1[..ne * h]);
+            silu_slice(&ea.pre[..ne * h], &mut ea.s1[..ne * h]);
         }
-        gemm_nt(ne, h, h, &scr.s1, h, &th[lo.w2..], h, &mut scr.z2, h, false);
+        gemm_nt(ne, h, h, ea.s1, h, &th[lo.w2..], h, ea.z2, h, false);
         if keep_grad {
             bias_silu_keep_grad(
-                &mut scr.z2[..ne * h],
+                &mut ea.z2[..ne * h],
                 &th[lo.b2..][..h],
-                &mut scr.m0[..ne * h],
+                &mut ea.m0[..ne * h],
             );
         } else {
             bias_silu(
-                &mut scr.z2[..ne * h],
+                &mut ea.z2[..ne * h],
                 &th[lo.b2..][..h],
-                &mut scr.m0[..ne * h],
+                &mut ea.m0[..ne * h],
             );
         }
         if self.dims.attention {
             let (watt, batt) = (&th[lo.w_att..][..h], th[lo.b_att]);
             for e in 0..ne {
-                let m0 = &scr.m0[e * h..][..h];
+                let m0 = &ea.m0[e * h..][..h];
                 let g = sigmoid(dot_f32(m0, watt) + batt);
-                scr.gate[e] = g;
-                for (mv, &v) in scr.m[e * h..][..h].iter_mut().zip(m0) {
+                ea.gate[e] = g;
+                for (mv, &v) in ea.m[e * h..][..h].iter_mut().zip(m0) {
                     *mv = g * v;
                 }
             }
         } else {
-            scr.m[..ne * h].copy_from_slice(&scr.m0[..ne * h]);
+            ea.m[..ne * h].copy_from_slice(&ea.m0[..ne * h]);
         }
-        gemm_nt(
-            ne,
-            h,
-            h,
-            &scr.m,
-            h,
-            &th[lo.wc1..],
-            h,
-            &mut scr.zc1,
-            h,
-            false,
-        );
+        gemm_nt(ne, h, h, ea.m, h, &th[lo.wc1..], h, ea.zc1, h, false);
         if keep_grad {
             bias_silu_keep_grad(
-                &mut scr.zc1[..ne * h],
+                &mut ea.zc1[..ne * h],
                 &th[lo.bc1..][..h],
-                &mut scr.c1[..ne * h],
+                &mut ea.c1[..ne * h],
             );
         } else {
             bias_silu(
-                &mut scr.zc1[..ne * h],
+                &mut ea.zc1[..ne * h],
                 &th[lo.bc1..][..h],
-                &mut scr.c1[..ne * h],
+                &mut ea.c1[..ne * h],
             );
         }
         let wc2 = &th[lo.wc2..][..h];
         for e in 0..ne {
-            let cv = dot_f32(&scr.c1[e * h..][..h], wc2);
-            scr.cp[e] = if self.dims.tanh {
+            let cv = dot_f32(&ea.c1[e * h..][..h], wc2);
+            ea.cp[e] = if self.dims.tanh {
                 self.dims.range * cv.tanh()
             } else {
                 cv
@@ -662,6 +652,7 @@ impl EgnnCpu {
         let m = c * n;
         let ep = n * (n - 1);
         let ne = c * ep;
+        let pe = self.per_edge();
         // gradient w.r.t. x_L: gout with the mean over particles removed
         let mut gx = std::mem::take(&mut scr.gx);
         let mut gx_new = std::mem::take(&mut scr.gx_new);
@@ -693,16 +684,16 @@ impl EgnnCpu {
             let q = &nodes[o.q..][..m * h];
             let agg = &nodes[o.agg..][..m * h];
             let zn1 = &nodes[o.zn1..][..m * h];
-            match edges {
-                Some(ec) => {
-                    let mut off = l * ne * self.per_edge();
-                    for (v, w) in edge_slots(scr, h, d) {
-                        v[..ne * w].copy_from_slice(&ec[off..off + ne * w]);
-                        off += ne * w;
-                    }
+            // this layer's edge activations: read in place from the cache, or recomputed
+            let block = match edges {
+                Some(ec) => &ec[l * ne * pe..][..ne * pe],
+                None => {
+                    let mut ea = EdgeAct::split(&mut scr.edge[..ne * pe], ne, h, d);
+                    self.edges_forward(th, &lo, c, xl, p, q, &scr.attr, &mut ea, true);
+                    &scr.edge[..ne * pe]
                 }
-                None => self.edges_forward(th, &lo, c, xl, p, q, scr, true),
-            }
+            };
+            let ev = EdgeAct::split(block, ne, h, d);
             let ghs = &gh[..m * h];
             let ghn = &mut gh_new[..m * h];
             let gxs = &gx[..m * d];
@@ -741,8 +732,8 @@ impl EgnnCpu {
                         let gxi = &gxs[v * d..][..d];
                         for k in 0..n - 1 {
                             let e = ci * ep + i * (n - 1) + k;
-                            let u = &scr.unit[e * d..][..d];
-                            let cp = scr.cp[e];
+                            let u = &ev.unit[e * d..][..d];
+                            let cp = ev.cp[e];
                             let gcp: f32 = gxi.iter().zip(u).map(|(g, u)| g * u).sum();
                             for (gu, &g) in scr.gunit[e * d..][..d].iter_mut().zip(gxi) {
                                 *gu = g * cp;
@@ -753,15 +744,15 @@ impl EgnnCpu {
                             } else {
                                 gcp
                             };
-                            axpy(gcv, &scr.c1[e * h..][..h], &mut acc[lo.wc2..][..h]);
+                            axpy(gcv, &ev.c1[e * h..][..h], &mut acc[lo.wc2..][..h]);
                             for (g, &w) in gc1[e * h..][..h].iter_mut().zip(wc2) {
                                 *g = gcv * w;
                             }
                         }
                     }
                 }
-                mul_assign(gc1, &scr.zc1[..ne * h]);
-                gemm_tn(h, h, ne, gc1, h, &scr.m, h, &mut acc[lo.wc1..], h, true);
+                mul_assign(gc1, &ev.zc1[..ne * h]);
+                gemm_tn(h, h, ne, gc1, h, ev.m, h, &mut acc[lo.wc1..], h, true);
                 add_col_sums(gc1, &mut acc[lo.bc1..][..h]);
                 // gm = gzc1·W_c1 + gagg_i
                 let gm = &mut scr.gb[..ne * h];
@@ -779,8 +770,8 @@ impl EgnnCpu {
                 let watt = &th[lo.w_att..][..h];
                 let mut gb_att = 0.0f32;
                 for e in 0..ne {
-                    let m0 = &scr.m0[e * h..][..h];
-                    let g = scr.gate[e];
+                    let m0 = &ev.m0[e * h..][..h];
+                    let g = ev.gate[e];
                     let row = &mut gm[e * h..][..h];
                     let gg = dot_f32(row, m0);
                     let gza = gg * g * (1.0 - g);
@@ -793,12 +784,12 @@ impl EgnnCpu {
                 acc[lo.b_att] += gb_att;
             }
             // m⁰ = SiLU(z2), z2 = s·W₂ᵀ + b₂
-            mul_assign(gm, &scr.z2[..ne * h]);
-            gemm_tn(h, h, ne, gm, h, &scr.s1, h, &mut acc[lo.w2..], h, true);
+            mul_assign(gm, &ev.z2[..ne * h]);
+            gemm_tn(h, h, ne, gm, h, ev.s1, h, &mut acc[lo.w2..], h, true);
             add_col_sums(gm, &mut acc[lo.b2..][..h]);
             let gs = &mut scr.ga[..ne * h];
             gemm_nn(ne, h, h, gm, h, &th[lo.w2..], h, gs, h, false);
-            mul_assign(gs, &scr.pre[..ne * h]);
+            mul_assign(gs, &ev.pre[..ne * h]);
             // pre = P_i + Q_j + r·w_r + a·w_a + b₁
             add_col_sums(gs, &mut acc[lo.b1..][..h]);
             let (wr, wa) = (&th[lo.w_r..][..h], &th[lo.w_a..][..h]);
@@ -816,7 +807,7 @@ impl EgnnCpu {
                         }
                         let vj = ci * n + j;
                         let row = &gs[e * h..][..h];
-                        axpy(scr.r[e], row, &mut acc[lo.w_r..][..h]);
+                        axpy(ev.r[e], row, &mut acc[lo.w_r..][..h]);
                         axpy(scr.attr[e], row, &mut acc[lo.w_a..][..h]);
                         let gr = dot_f32(row, wr);
                         scr.gattr[e] += dot_f32(row, wa);
@@ -827,9 +818,9 @@ impl EgnnCpu {
                             *g += v;
                         }
                         // geometry: u = d/den, den = √(r + 1e-8) + 1, r = |d|²
-                        let den = scr.den[e];
+                        let den = ev.den[e];
                         let s = den - 1.0;
-                        let dv = &scr.diff[e * d..][..d];
+                        let dv = &ev.diff[e * d..][..d];
                         let gu = &scr.gunit[e * d..][..d];
                         let gud: f32 = (0..d).map(|a| gu[a] * dv[a]).sum();
                         let k = gud / (den * den * s);
@@ -901,25 +892,14 @@ struct NodeOff {
 /// Per-thread working memory for one chunk, kept between calls (see [`with_scratch`]).
 #[derive(Default)]
 struct Scratch {
+    /// One layer's edge activations ([`EdgeAct`]) when they are not cached.
+    edge: Vec<f32>,
     // edge rows [E, H]
-    pre: Vec<f32>,
-    s1: Vec<f32>,
-    z2: Vec<f32>,
-    m0: Vec<f32>,
-    m: Vec<f32>,
-    zc1: Vec<f32>,
-    c1: Vec<f32>,
     ga: Vec<f32>,
     gb: Vec<f32>,
     // edge scalars and vectors
-    r: Vec<f32>,
-    den: Vec<f32>,
     attr: Vec<f32>,
     gattr: Vec<f32>,
-    gate: Vec<f32>,
-    cp: Vec<f32>,
-    diff: Vec<f32>,
-    unit: Vec<f32>,
     gunit: Vec<f32>,
     // node rows
     u: Vec<f32>,
@@ -950,32 +930,14 @@ impl Scratch {
                 v.resize(k, 0.0);
             }
         };
-        for v in [
-            &mut self.pre,
-            &mut self.s1,
-            &mut self.z2,
-            &mut self.m0,
-            &mut self.m,
-            &mut self.zc1,
-            &mut self.c1,
-            &mut self.ga,
-            &mut self.gb,
-        ] {
+        grow(&mut self.edge, e * edge_floats(h, d));
+        for v in [&mut self.ga, &mut self.gb] {
             grow(v, e * h);
         }
-        for v in [
-            &mut self.r,
-            &mut self.den,
-            &mut self.attr,
-            &mut self.gattr,
-            &mut self.gate,
-            &mut self.cp,
-        ] {
+        for v in [&mut self.attr, &mut self.gattr] {
             grow(v, e);
         }
-        for v in [&mut self.diff, &mut self.unit, &mut self.gunit] {
-            grow(v, e * d);
-        }
+        grow(&mut self.gunit, e * d);
         for v in [&mut self.x_new, &mut self.gx, &mut self.gx_new] {
             grow(v, m * d);
         }
@@ -996,24 +958,87 @@ impl Scratch {
     }
 }
 
-/// The scratch buffers the backward pass reads after `edges_forward` (with `keep_grad`), with
-/// their widths per edge: the layout of one layer of the edge cache.
-fn edge_slots(scr: &mut Scratch, h: usize, d: usize) -> [(&mut Vec<f32>, usize); 13] {
-    [
-        (&mut scr.pre, h),
-        (&mut scr.s1, h),
-        (&mut scr.z2, h),
-        (&mut scr.m0, h),
-        (&mut scr.m, h),
-        (&mut scr.zc1, h),
-        (&mut scr.c1, h),
-        (&mut scr.gate, 1),
-        (&mut scr.cp, 1),
-        (&mut scr.r, 1),
-        (&mut scr.den, 1),
-        (&mut scr.diff, d),
-        (&mut scr.unit, d),
-    ]
+/// One layer's edge activations over the `ne` edges of a chunk, as written by `edges_forward`
+/// (with `keep_grad`, `pre`, `z2` and `zc1` hold SiLU′ of themselves) and read by the backward
+/// pass; `S` is `&mut [f32]` while they are written, `&[f32]` while they are read. They live in a
+/// block of `ne · per_edge` floats — a layer of the edge cache, or the scratch — holding these
+/// fields in this order, each contiguous over the chunk's edges ([`EdgeAct::split`]).
+struct EdgeAct<S> {
+    pre: S,
+    s1: S,
+    z2: S,
+    m0: S,
+    m: S,
+    zc1: S,
+    c1: S,
+    gate: S,
+    cp: S,
+    r: S,
+    den: S,
+    diff: S,
+    unit: S,
+}
+
+/// Floats per edge of one layer's [`EdgeAct`] block.
+fn edge_floats(h: usize, d: usize) -> usize {
+    7 * h + 4 + 2 * d
+}
+
+/// A slice, shared or mutable, that can be cut in two.
+trait Cut: Sized + Default {
+    fn cut(self, at: usize) -> (Self, Self);
+    fn is_empty(&self) -> bool;
+}
+
+impl Cut for &[f32] {
+    fn cut(self, at: usize) -> (Self, Self) {
+        self.split_at(at)
+    }
+    fn is_empty(&self) -> bool {
+        <[f32]>::is_empty(self)
+    }
+}
+
+impl Cut for &mut [f32] {
+    fn cut(self, at: usize) -> (Self, Self) {
+        self.split_at_mut(at)
+    }
+    fn is_empty(&self) -> bool {
+        <[f32]>::is_empty(self)
+    }
+}
+
+impl<S: Cut> EdgeAct<S> {
+    /// The fields of a block of exactly `ne · per_edge` floats (`H` per edge for the seven
+    /// row fields, 1 for gate, c′, r and den, `d` for the difference and unit vectors).
+    fn split(block: S, ne: usize, h: usize, d: usize) -> Self {
+        let mut rest = block;
+        let mut take = |w: usize| {
+            let (a, b) = std::mem::take(&mut rest).cut(ne * w);
+            rest = b;
+            a
+        };
+        let fields = EdgeAct {
+            pre: take(h),
+            s1: take(h),
+            z2: take(h),
+            m0: take(h),
+            m: take(h),
+            zc1: take(h),
+            c1: take(h),
+            gate: take(1),
+            cp: take(1),
+            r: take(1),
+            den: take(1),
+            diff: take(d),
+            unit: take(d),
+        };
+        assert!(
+            rest.is_empty(),
+            "an edge-activation block has the wrong length"
+        );
+        fields
+    }
 }
 
 thread_local! {
