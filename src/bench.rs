@@ -335,7 +335,6 @@ fn median_ms(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, 
 
 /// Time the EGNN of one case on the CPU device.
 pub fn run_net_case(case: &NetCase, repeats: usize, seed: u64) -> Result<NetResult> {
-    use crate::net::egnn_cpu::{EgnnCpu, EgnnDims};
     use crate::net::optim::Adam;
     use crate::net::{Egnn, EgnnConfig, Params, ScoreNet};
     use candle_core::{Device, Tensor};
@@ -388,16 +387,7 @@ pub fn run_net_case(case: &NetCase, repeats: usize, seed: u64) -> Result<NetResu
         let _next = (&xs + s.affine(1e-3, 0.0)?)?;
         Ok(())
     })?;
-    let cached = EgnnCpu::new(EgnnDims {
-        n: p.n_particles,
-        d: p.spatial_dim,
-        h: case.hidden,
-        layers: case.layers,
-        attention: true,
-        tanh: true,
-        range: 1.0,
-    })
-    .caches_edges(case.train_b);
+    let cached = net.caches_edges(case.train_b);
     let flops =
         |b, train| egnn_matmul_flops(p.n_particles, case.hidden, case.layers, b, train, cached);
     Ok(NetResult {

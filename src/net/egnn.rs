@@ -228,6 +228,12 @@ impl Egnn {
         }
     }
 
+    /// Whether a CPU training step over a batch of `b` keeps the edge activations for the
+    /// backward pass ([`EgnnCpu::caches_edges`]).
+    pub fn caches_edges(&self, b: usize) -> bool {
+        self.kernel.caches_edges(b)
+    }
+
     fn forward_fused(&self, x: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
         let x = x.reshape((x.dim(0)?, self.n * self.d))?;
         fused::apply(&self.kernel, self.track, &x, t, &self.theta_parts)
