@@ -267,7 +267,9 @@ pub struct NetResult {
 /// ([`crate::net::egnn_cpu`]) for a batch of `b` configurations of `n` particles, width `h`,
 /// `layers` layers. Forward, per configuration and layer: the two edge products
 /// (`W₂`, `W_c1`) over the n(n − 1) edges, the split first edge layer `P`, `Q` over the n nodes
-/// and, except in the last layer, the node MLP (`W_n1` is `[H, 2H]`, `W_n2` `[H, H]`). Training
+/// and, except in the last layer, the node MLP (`W_n1` is `[H, 2H]`, `W_n2` `[H, H]`); in layer 0,
+/// whose node features depend on t alone, `P`, `Q` and the h-half of `W_n1` take one row per
+/// configuration instead of n. Training
 /// adds the backward pass (a weight-gradient and an input-gradient product per forward product)
 /// and, when the edge activations are not cached, a second forward of the edge products.
 pub fn egnn_matmul_flops(
@@ -281,8 +283,13 @@ pub fn egnn_matmul_flops(
     let (n, h2, l) = (n as f64, (h * h) as f64, layers as f64);
     let e = n * (n - 1.0);
     let edge = l * e * 2.0 * h2;
-    let pq = l * n * 2.0 * h2;
-    let node = (l - 1.0).max(0.0) * n * 3.0 * h2;
+    let pq = ((l - 1.0) * n + 1.0) * 2.0 * h2;
+    // non-last layers: [h, agg]·W_n1ᵀ and W_n2 over n rows, except layer 0's h-half (1 row)
+    let node = if layers > 1 {
+        ((l - 1.0) * n * 3.0 - (n - 1.0)) * h2
+    } else {
+        0.0
+    };
     let forward = edge + pq + node;
     let macs = if train {
         let recompute = if edges_cached { 0.0 } else { edge };

@@ -276,7 +276,12 @@ impl FusedKernel for EgnnCpu {
                             block.split_at_mut(tc.len() * dims.n * dims.layers * self.per_node());
                         let ec = if edges { Some(ec) } else { None };
                         with_scratch(&dims, cpc, 0, |scr| {
-                            self.forward_chunk(theta, xc, tc, o, nodes, ec, scr)
+                            let k = self;
+                            crate::multiversion!((k: &EgnnCpu, theta: &[f32], xc: &[f32],
+                                tc: &[f32], o: &mut [f32], nodes: &mut [f32],
+                                ec: Option<&mut [f32]>, scr: &mut Scratch) -> () {
+                                k.forward_chunk(theta, xc, tc, o, nodes, ec, scr)
+                            })
                         })
                     });
             }
@@ -288,7 +293,12 @@ impl FusedKernel for EgnnCpu {
                         with_scratch(&dims, cpc, node_block, |scr| {
                             let len = tc.len() * dims.n * dims.layers * self.per_node();
                             let mut nodes = std::mem::take(&mut scr.nodes);
-                            self.forward_chunk(theta, xc, tc, o, &mut nodes[..len], None, scr);
+                            let (k, nb) = (self, &mut nodes[..len]);
+                            crate::multiversion!((k: &EgnnCpu, theta: &[f32], xc: &[f32],
+                                tc: &[f32], o: &mut [f32], nb: &mut [f32],
+                                scr: &mut Scratch) -> () {
+                                k.forward_chunk(theta, xc, tc, o, nb, None, scr)
+                            });
                             scr.nodes = nodes;
                         })
                     });
@@ -351,18 +361,14 @@ impl FusedKernel for EgnnCpu {
                     let (nodes, ec) = cache[chunk * block..][..(e - s) * self.per_config(b)]
                         .split_at((e - s) * dims.n * dims.layers * self.per_node());
                     let ec = if edges { Some(ec) } else { None };
+                    let (xs, ts, gs) = (&x[s * dim..e * dim], &t[s..e], &gout[s * dim..e * dim]);
                     with_scratch(&dims, cpc, 0, |scr| {
-                        self.backward_chunk(
-                            theta,
-                            &x[s * dim..e * dim],
-                            &t[s..e],
-                            nodes,
-                            ec,
-                            &gout[s * dim..e * dim],
-                            &mut acc,
-                            gx_c,
-                            scr,
-                        )
+                        let (k, acc) = (self, &mut acc[..]);
+                        crate::multiversion!((k: &EgnnCpu, theta: &[f32], xs: &[f32],
+                            ts: &[f32], nodes: &[f32], ec: Option<&[f32]>, gs: &[f32],
+                            acc: &mut [f32], gx_c: &mut [f32], scr: &mut Scratch) -> () {
+                            k.backward_chunk(theta, xs, ts, nodes, ec, gs, acc, gx_c, scr)
+                        })
                     });
                 }
                 acc
@@ -392,8 +398,12 @@ impl EgnnCpu {
         }
     }
 
-    /// Forward of one chunk of `tc.len()` configurations.
+    /// Forward of one chunk of `tc.len()` configurations. Called through
+    /// [`crate::multiversion!`] (see [`FusedKernel::forward`] above): compiled for the CPU's
+    /// widest vector extension, so the gathers, activations and scatters around the products
+    /// vectorise with it (the arithmetic is the same, so are the results).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn forward_chunk(
         &self,
         th: &[f32],
@@ -433,8 +443,17 @@ impl EgnnCpu {
             let (q, az) = qaz.split_at_mut(m * h);
             let (agg, zn1) = az.split_at_mut(m * h);
             let lo = self.layers[l];
-            gemm_nt(m, h, h, hl, h, &th[lo.w_src..], h, p, h, false);
-            gemm_nt(m, h, h, hl, h, &th[lo.w_dst..], h, q, h, false);
+            if l == 0 {
+                // h⁰ is the same for every particle of a configuration (it depends on t
+                // alone): one row per configuration, copied to the others
+                gemm_nt(c, h, h, hl, n * h, &th[lo.w_src..], h, p, n * h, false);
+                gemm_nt(c, h, h, hl, n * h, &th[lo.w_dst..], h, q, n * h, false);
+                broadcast_first(p, n, h);
+                broadcast_first(q, n, h);
+            } else {
+                gemm_nt(m, h, h, hl, h, &th[lo.w_src..], h, p, h, false);
+                gemm_nt(m, h, h, hl, h, &th[lo.w_dst..], h, q, h, false);
+            }
             // edge activations: straight into the cache when it keeps them, else the scratch
             let block = match edges.as_deref_mut() {
                 Some(ec) => &mut ec[l * ne * pe..][..ne * pe],
@@ -487,7 +506,12 @@ impl EgnnCpu {
                 continue;
             }
             // node MLP: zn1 = [h, agg]·W_n1ᵀ + b_n1, h_new = h + SiLU(zn1)·W_n2ᵀ + b_n2
-            gemm_nt(m, h, h, hl, h, &th[lo.wn1..], 2 * h, zn1, h, false);
+            if l == 0 {
+                gemm_nt(c, h, h, hl, n * h, &th[lo.wn1..], 2 * h, zn1, n * h, false);
+                broadcast_first(zn1, n, h);
+            } else {
+                gemm_nt(m, h, h, hl, h, &th[lo.wn1..], 2 * h, zn1, h, false);
+            }
             gemm_nt(m, h, h, agg, h, &th[lo.wn1 + h..], 2 * h, zn1, h, true);
             let u = &mut scr.u[..m * h];
             bias_silu(zn1, &th[lo.bn1..][..h], u);
@@ -529,6 +553,7 @@ impl EgnnCpu {
     /// Edge activations of one layer for a chunk of `c` configurations (into `ea`), from the
     /// layer's coordinates `xl`, split first-layer products `p`, `q` and edge attributes `attr`.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn edges_forward(
         &self,
         th: &[f32],
@@ -633,8 +658,10 @@ impl EgnnCpu {
         }
     }
 
-    /// Backward of one chunk: parameter gradients added to `acc`, input gradient into `gx_out`.
+    /// Backward of one chunk: parameter gradients added to `acc`, input gradient into `gx_out`
+    /// (called through [`crate::multiversion!`] as [`EgnnCpu::forward_chunk`]).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn backward_chunk(
         &self,
         th: &[f32],
@@ -700,8 +727,17 @@ impl EgnnCpu {
             // node MLP (skipped in the last layer, whose node update the output does not use:
             // the gradient reaching it is zero)
             let gagg = &mut scr.gagg[..m * h];
+            // layer 0: h⁰ is one row per configuration (see the forward pass), so its products
+            // take per-configuration sums of their gradients, and the gradient for h⁰ is kept
+            // per configuration in ghn[..c·h] (all the embedding needs)
+            let first = l == 0;
+            if first {
+                config_sums(ghs, n, h, &mut ghn[..c * h]);
+            }
             if l + 1 == self.dims.layers {
-                ghn.fill(0.0);
+                if !first {
+                    ghn.fill(0.0);
+                }
                 gagg.fill(0.0);
             } else {
                 let u = &mut scr.u[..m * h];
@@ -713,11 +749,18 @@ impl EgnnCpu {
                 let gz = &mut scr.gnode[..m * h];
                 gemm_nn(m, h, h, ghs, h, &th[lo.wn2..], h, gz, h, false);
                 mul_assign(gz, dzn);
-                gemm_tn(h, h, m, gz, h, hl, h, &mut acc[lo.wn1..], 2 * h, true);
+                if first {
+                    let gzs = &mut scr.gsum[..c * h];
+                    config_sums(gz, n, h, gzs);
+                    gemm_tn(h, h, c, gzs, h, hl, n * h, &mut acc[lo.wn1..], 2 * h, true);
+                    gemm_nn(c, h, h, gzs, h, &th[lo.wn1..], 2 * h, ghn, h, true);
+                } else {
+                    gemm_tn(h, h, m, gz, h, hl, h, &mut acc[lo.wn1..], 2 * h, true);
+                    ghn.copy_from_slice(ghs);
+                    gemm_nn(m, h, h, gz, h, &th[lo.wn1..], 2 * h, ghn, h, true);
+                }
                 gemm_tn(h, h, m, gz, h, agg, h, &mut acc[lo.wn1 + h..], 2 * h, true);
                 add_col_sums(gz, &mut acc[lo.bn1..][..h]);
-                ghn.copy_from_slice(ghs);
-                gemm_nn(m, h, h, gz, h, &th[lo.wn1..], 2 * h, ghn, h, true);
                 gemm_nn(m, h, h, gz, h, &th[lo.wn1 + h..], 2 * h, gagg, h, false);
             }
             // coordinate update: x_new_i = x_i + Σ_j u_e·c′_e
@@ -833,21 +876,29 @@ impl EgnnCpu {
                     }
                 }
             }
-            gemm_tn(h, h, m, gp, h, hl, h, &mut acc[lo.w_src..], h, true);
-            gemm_tn(h, h, m, gq, h, hl, h, &mut acc[lo.w_dst..], h, true);
-            gemm_nn(m, h, h, gp, h, &th[lo.w_src..], h, ghn, h, true);
-            gemm_nn(m, h, h, gq, h, &th[lo.w_dst..], h, ghn, h, true);
+            if first {
+                let (gps, gqs) = scr.gsum[..2 * c * h].split_at_mut(c * h);
+                config_sums(gp, n, h, gps);
+                config_sums(gq, n, h, gqs);
+                gemm_tn(h, h, c, gps, h, hl, n * h, &mut acc[lo.w_src..], h, true);
+                gemm_tn(h, h, c, gqs, h, hl, n * h, &mut acc[lo.w_dst..], h, true);
+                gemm_nn(c, h, h, gps, h, &th[lo.w_src..], h, ghn, h, true);
+                gemm_nn(c, h, h, gqs, h, &th[lo.w_dst..], h, ghn, h, true);
+            } else {
+                gemm_tn(h, h, m, gp, h, hl, h, &mut acc[lo.w_src..], h, true);
+                gemm_tn(h, h, m, gq, h, hl, h, &mut acc[lo.w_dst..], h, true);
+                gemm_nn(m, h, h, gp, h, &th[lo.w_src..], h, ghn, h, true);
+                gemm_nn(m, h, h, gq, h, &th[lo.w_dst..], h, ghn, h, true);
+            }
             std::mem::swap(&mut gx, &mut gx_new);
             std::mem::swap(&mut gh, &mut gh_new);
         }
-        // embedding h⁰ = t·w_emb + b_emb
+        // embedding h⁰ = t·w_emb + b_emb (gh: per configuration, summed over its particles)
         for (ci, &tv) in tc.iter().enumerate() {
-            for i in 0..n {
-                let row = &gh[(ci * n + i) * h..][..h];
-                axpy(tv, row, &mut acc[self.emb_w..][..h]);
-                for (a, &g) in acc[self.emb_b..][..h].iter_mut().zip(row) {
-                    *a += g;
-                }
+            let row = &gh[ci * h..][..h];
+            axpy(tv, row, &mut acc[self.emb_w..][..h]);
+            for (a, &g) in acc[self.emb_b..][..h].iter_mut().zip(row) {
+                *a += g;
             }
         }
         // input: the chain through x⁰ = x_0 and the edge attributes a_e = |x⁰_i − x⁰_j|²
@@ -875,6 +926,28 @@ impl EgnnCpu {
         scr.gx_new = gx_new;
         scr.gh = gh;
         scr.gh_new = gh_new;
+    }
+}
+
+/// Copy the first of every `n` rows (width `h`) of `rows` to the other `n − 1`.
+fn broadcast_first(rows: &mut [f32], n: usize, h: usize) {
+    for block in rows.chunks_exact_mut(n * h) {
+        let (first, rest) = block.split_at_mut(h);
+        for r in rest.chunks_exact_mut(h) {
+            r.copy_from_slice(first);
+        }
+    }
+}
+
+/// out `[C, H]` = the sums of every `n` consecutive rows of `rows` `[C·n, H]`.
+fn config_sums(rows: &[f32], n: usize, h: usize, out: &mut [f32]) {
+    for (block, o) in rows.chunks_exact(n * h).zip(out.chunks_exact_mut(h)) {
+        o.copy_from_slice(&block[..h]);
+        for r in block[h..].chunks_exact(h) {
+            for (a, &v) in o.iter_mut().zip(r) {
+                *a += v;
+            }
+        }
     }
 }
 
@@ -914,6 +987,8 @@ struct Scratch {
     gagg: Vec<f32>,
     gp: Vec<f32>,
     gq: Vec<f32>,
+    /// Per-configuration sums of layer 0's node gradients (two blocks of `[C, H]`).
+    gsum: Vec<f32>,
     /// Node states of a forward pass without a cache.
     nodes: Vec<f32>,
 }
@@ -954,6 +1029,7 @@ impl Scratch {
         ] {
             grow(v, m * h);
         }
+        grow(&mut self.gsum, 2 * cpc * h);
         grow(&mut self.nodes, nodes);
     }
 }

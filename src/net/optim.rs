@@ -104,12 +104,13 @@ impl Adam {
             let var = &self.vars[i].1;
             let mut theta = host(var.as_tensor())?;
             let (m, v) = (&mut self.m[i], &mut self.v[i]);
-            for k in 0..theta.len() {
-                let gk = g[k] * coef;
-                m[k] = b1 * m[k] + (1.0 - b1) * gk;
-                v[k] = b2 * v[k] + (1.0 - b2) * gk * gk;
+            // zipped slices: no bounds checks, so the loop vectorises
+            for (((th, m), v), &g) in theta.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(&g) {
+                let gk = g * coef;
+                *m = b1 * *m + (1.0 - b1) * gk;
+                *v = b2 * *v + (1.0 - b2) * gk * gk;
                 // PyTorch: θ −= (lr/bc1)·m / (√v/√bc2 + ε)
-                theta[k] -= step_size * m[k] / (v[k].sqrt() / bc2_sqrt + eps);
+                *th -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
             }
             set_var(var, theta)?;
         }
