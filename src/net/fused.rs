@@ -7,7 +7,9 @@
 
 use std::sync::Mutex;
 
-/// Caches of finished forward passes, kept for the next training step: a DW-4 cache is 66 MB,
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+/// Caches of finished forward passes, kept for the next training step: a DW-4 cache is 82 MB,
 /// and a fresh one per step was served by the allocator straight from the OS (zeroed huge
 /// pages, ~6 % of a step). At most [`POOL_LEN`] buffers are kept.
 static CACHE_POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
@@ -31,8 +33,6 @@ fn return_cache(cache: Vec<f32>) {
         }
     }
 }
-
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 /// A network as fused CPU kernels.
 pub trait FusedKernel: Clone + Send + Sync + 'static {
@@ -152,7 +152,7 @@ impl<K: FusedKernel> CustomOp3 for FusedOp<K> {
         let th = theta.to_vec1::<f32>()?;
         let g = grad_res.flatten_all()?.to_vec1::<f32>()?;
         // the cache stays with the op: several backward passes through one forward pass (a
-        // Jacobian row by row) reuse it; it is freed with the graph
+        // Jacobian row by row) reuse it; it goes back to the pool with the graph
         let mut guard = self.cache.lock().expect("kernel cache lock");
         if guard.is_none() {
             let mut c = pooled_cache();
