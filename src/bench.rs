@@ -266,7 +266,8 @@ pub struct NetResult {
 /// Floating-point operations (2 per multiply-add) of the matrix products in the fused CPU EGNN
 /// ([`crate::net::egnn_cpu`]) for a batch of `b` configurations of `n` particles, width `h`,
 /// `layers` layers. Forward, per configuration and layer: the two edge products
-/// (`W₂`, `W_c1`) over the n(n − 1) edges, the split first edge layer `P`, `Q` over the n nodes
+/// (`W₂`, `W_c1`) over the n(n − 1) edges (layer 0, whose edge MLP is symmetric in i and j:
+/// over the n(n − 1)/2 pairs), the split first edge layer `P`, `Q` over the n nodes
 /// and, except in the last layer, the node MLP (`W_n1` is `[H, 2H]`, `W_n2` `[H, H]`); in layer 0,
 /// whose node features depend on t alone, `P`, `Q` and the h-half of `W_n1` take one row per
 /// configuration instead of n. Training
@@ -282,7 +283,7 @@ pub fn egnn_matmul_flops(
 ) -> f64 {
     let (n, h2, l) = (n as f64, (h * h) as f64, layers as f64);
     let e = n * (n - 1.0);
-    let edge = l * e * 2.0 * h2;
+    let edge = (l - 0.5) * e * 2.0 * h2;
     let pq = ((l - 1.0) * n + 1.0) * 2.0 * h2;
     // non-last layers: [h, agg]·W_n1ᵀ and W_n2 over n rows, except layer 0's h-half (1 row)
     let node = if layers > 1 {

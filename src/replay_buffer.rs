@@ -48,7 +48,7 @@ impl ReplayBuffer {
 
     /// Add points `[n, dim]`; when full, each new point replaces the oldest.
     pub fn push(&mut self, xs: &[f32]) -> Result<()> {
-        if xs.len() % self.dim != 0 {
+        if !xs.len().is_multiple_of(self.dim) {
             return Err(Error::Shape(format!(
                 "{} values are not whole {}-dimensional points",
                 xs.len(),

@@ -459,7 +459,8 @@ impl Trainer {
         let train_s = start.elapsed().as_secs_f64();
         let gen_start = Instant::now();
         let next = self.epoch + 1;
-        let due = (next % cfg.eval_every == 0 || next == cfg.epochs) && self.validation.is_some();
+        let due = (next.is_multiple_of(cfg.eval_every) || next == cfg.epochs)
+            && self.validation.is_some();
         // pDEM trains on prior points: its samples are only needed when they are evaluated
         let samples = if cfg.mode == Mode::Idem || due {
             self.generate(cfg.samples_per_epoch, self.seed(6, self.epoch, 0), &sde)?

@@ -102,7 +102,7 @@ fn check(name: &str) {
 /// ∇log p of a 3-D Lennard-Jones cluster in the reference's convention, computed independently in
 /// float64, with the per-component scale Σ|terms| bounding float32 rounding. `None` for other targets.
 fn independent_lj_grad_f64(conf: &[f32]) -> Option<(Vec<f64>, Vec<f64>)> {
-    if conf.len() % 3 != 0 || conf.len() < 9 {
+    if !conf.len().is_multiple_of(3) || conf.len() < 9 {
         return None;
     }
     let p: Vec<[f64; 3]> = conf
@@ -143,7 +143,7 @@ fn independent_lj_grad_f64(conf: &[f32]) -> Option<(Vec<f64>, Vec<f64>)> {
 /// float64 (direct ordered-pair double loop), and S = Σ|pair terms| + oscillator. `None` for other
 /// targets.
 fn independent_lj_f64(conf: &[f32]) -> Option<(f64, f64)> {
-    if conf.len() % 3 != 0 || conf.len() < 9 || conf.len() == 8 {
+    if !conf.len().is_multiple_of(3) || conf.len() < 9 || conf.len() == 8 {
         return None;
     }
     let p: Vec<[f64; 3]> = conf

@@ -38,7 +38,7 @@ pub fn fit(
 ) -> Result<FitReport> {
     let start = Instant::now();
     let dim = cnf.target.dim();
-    if data.is_empty() || data.len() % dim != 0 {
+    if data.is_empty() || !data.len().is_multiple_of(dim) {
         return Err(Error::Shape(format!(
             "flow matching needs [N, {dim}] data, got {} values",
             data.len()

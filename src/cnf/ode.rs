@@ -93,7 +93,7 @@ impl Dopri5 {
         width: usize,
     ) -> Result<OdeStats> {
         let n = y.len();
-        if width == 0 || n % width != 0 {
+        if width == 0 || !n.is_multiple_of(width) {
             return Err(Error::Shape(format!(
                 "ODE state of {n} values is not rows of {width}"
             )));

@@ -39,7 +39,11 @@ impl Gmm {
     /// deviations `[n_modes, dim]`.
     pub fn new(name: &str, weights: &[f64], means: &[f64], scales: &[f64]) -> Result<Self> {
         let k = weights.len();
-        if k == 0 || means.len() % k != 0 || means.len() != scales.len() || means.is_empty() {
+        if k == 0
+            || !means.len().is_multiple_of(k)
+            || means.len() != scales.len()
+            || means.is_empty()
+        {
             return Err(Error::Shape(format!(
                 "GMM with {} weights, {} mean and {} scale values",
                 k,

@@ -273,7 +273,7 @@ impl Target {
     /// Number of configurations in a flat batch `x` (an error unless it is whole rows).
     pub fn rows(&self, x: &[f32]) -> Result<usize> {
         let dim = self.dim();
-        if x.len() % dim != 0 {
+        if !x.len().is_multiple_of(dim) {
             return Err(Error::Shape(format!(
                 "{} values is not a whole number of {}-dimensional configurations for target {}",
                 x.len(),
@@ -399,7 +399,7 @@ impl Target {
     ) -> Result<BatchReport> {
         const BLOCK: usize = 64;
         let dim = self.dim();
-        if x.len() % dim != 0 || logp.len() * dim != x.len() || grad.len() != x.len() {
+        if !x.len().is_multiple_of(dim) || logp.len() * dim != x.len() || grad.len() != x.len() {
             return Err(Error::Shape(format!(
                 "f64 batch: {} values, {} log p and {} gradient entries for dimension {dim}",
                 x.len(),

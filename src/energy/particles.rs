@@ -42,7 +42,7 @@ pub fn remove_mean(x: &mut [f32], shape: ParticleShape) {
 /// Interatomic distances |x_i − x_j| for i < j (row-major over i, then j) of every configuration
 /// of the batch `x` (`[N, dim]`). Returns `[N, n_pairs]`.
 pub fn interatomic_distances(x: &[f32], shape: ParticleShape) -> Result<Vec<f32>> {
-    if x.len() % shape.dim() != 0 {
+    if !x.len().is_multiple_of(shape.dim()) {
         return Err(Error::Shape(format!(
             "{} values is not a whole number of {}x{} configurations",
             x.len(),

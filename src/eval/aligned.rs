@@ -128,7 +128,7 @@ pub fn aligned_sq_distance(a: &[f32], b: &[f32], shape: ParticleShape) -> f64 {
 pub fn aligned_w2(a: &[f32], b: &[f32], shape: ParticleShape) -> Result<f64> {
     let dim = shape.dim();
     let m = a.len() / dim;
-    if a.len() != b.len() || a.len() % dim != 0 || m == 0 {
+    if a.len() != b.len() || !a.len().is_multiple_of(dim) || m == 0 {
         return Err(Error::Shape(format!(
             "aligned W2 needs two equal, non-empty sets of {dim}-coordinate configurations"
         )));

@@ -19,7 +19,12 @@ fn tv_of_counts(ca: &[u32], cb: &[u32]) -> f64 {
 /// the range of each axis is [min, max] over **both** sets, so no point falls outside; each set's
 /// histogram is normalised to probabilities and TV = ½ Σ |p − q|, in [0, 1].
 pub fn tv_2d(a: &[f32], b: &[f32], bins: usize) -> Result<f64> {
-    if a.is_empty() || b.is_empty() || a.len() % 2 != 0 || b.len() % 2 != 0 || bins == 0 {
+    if a.is_empty()
+        || b.is_empty()
+        || !a.len().is_multiple_of(2)
+        || !b.len().is_multiple_of(2)
+        || bins == 0
+    {
         return Err(Error::Shape(
             "2-D TV needs two non-empty sets of 2-D points".into(),
         ));

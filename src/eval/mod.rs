@@ -101,8 +101,8 @@ pub fn evaluate_with(
     let dim = target.dim();
     if samples.is_empty()
         || reference.is_empty()
-        || samples.len() % dim != 0
-        || reference.len() % dim != 0
+        || !samples.len().is_multiple_of(dim)
+        || !reference.len().is_multiple_of(dim)
     {
         return Err(Error::Shape(format!(
             "evaluation needs non-empty [n, {dim}] sample and reference sets"

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 /// whose optimum is a permutation), with the square root taken.
 pub fn w2_exact(a: &[f32], b: &[f32], dim: usize) -> Result<f64> {
     let n = a.len() / dim;
-    if a.len() != b.len() || a.len() % dim != 0 || n == 0 {
+    if a.len() != b.len() || !a.len().is_multiple_of(dim) || n == 0 {
         return Err(Error::Shape(format!(
             "W2 needs two equal, non-empty sets of {dim}-dimensional points, got {} and {} values",
             a.len(),

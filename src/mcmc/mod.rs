@@ -351,7 +351,7 @@ pub fn run(
         for (c, tr) in trace.iter_mut().enumerate() {
             tr.push(-reps.lp[c * k]);
         }
-        if !warm && (step - cfg.warmup + 1) % cfg.thin == 0 {
+        if !warm && (step - cfg.warmup + 1).is_multiple_of(cfg.thin) {
             for c in 0..cfg.chains {
                 samples.extend_from_slice(&reps.x[c * k * dim..][..dim]);
             }

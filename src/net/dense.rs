@@ -59,6 +59,11 @@ unsafe fn raw(
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if b_cs == 1 && n.is_multiple_of(super::tile_gemm::COLS) && super::tile_gemm::available() {
+        super::tile_gemm::product(m, n, k, dst, dst_rs, acc, a, a_rs, a_cs, b, b_rs);
+        return;
+    }
     gemm::gemm(
         m,
         n,
@@ -317,6 +322,30 @@ pub fn bias_silu_keep_grad(z: &mut [f32], bias: &[f32], out: &mut [f32]) {
     })
 }
 
+/// One row of [`bias_silu`] (`keep_grad` false) or [`bias_silu_keep_grad`] (true), inlined into
+/// the caller's loop (and its vector extension); `bias` None adds nothing.
+#[inline(always)]
+pub fn bias_silu_row(z: &mut [f32], bias: Option<&[f32]>, out: &mut [f32], keep_grad: bool) {
+    let z = &mut z[..out.len()];
+    if let Some(b) = bias {
+        for (z, &b) in z.iter_mut().zip(&b[..out.len()]) {
+            *z += b;
+        }
+    }
+    if keep_grad {
+        for (z, o) in z.iter_mut().zip(out.iter_mut()) {
+            let v = *z;
+            let s = sigmoid(v);
+            *o = v * s;
+            *z = s * (1.0 + v * (1.0 - s));
+        }
+    } else {
+        for (o, &v) in out.iter_mut().zip(z.iter()) {
+            *o = silu(v);
+        }
+    }
+}
+
 /// g ← g·d elementwise.
 pub fn mul_assign(g: &mut [f32], d: &[f32]) {
     crate::multiversion!((g: &mut [f32], d: &[f32]) -> () {
@@ -445,6 +474,54 @@ mod tests {
         let want = naive(m, n, k, at, b);
         gemm_tn(m, n, k, &big, 8, &big[200..], 6, &mut c, n, false);
         assert!(close(&c, &want));
+    }
+
+    /// The AVX-512 tile kernels (`tile_gemm`, taken for 64-column multiples where the CPU has
+    /// AVX-512) against a naive loop: row tails 1–5, strided and transposed A, accumulation.
+    #[test]
+    fn wide_products_match_a_naive_loop() {
+        let big: Vec<f32> = (0..300_000)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 170.0)
+            .collect();
+        let close = |x: &[f32], y: &[f32]| {
+            x.iter()
+                .zip(y)
+                .all(|(a, b)| (a - b).abs() < 1e-4 * (1.0 + b.abs()))
+        };
+        for (m, n, k) in [
+            (13, 64, 37),
+            (6, 128, 128),
+            (29, 192, 5),
+            (1, 64, 1),
+            (200, 128, 130),
+        ] {
+            // A [m, k] with ld k + 3; B [k, n] with ld n + 7
+            let (lda, ldb) = (k + 3, n + 7);
+            let a = |i: usize, p: usize| big[i * lda + p];
+            let b = |p: usize, j: usize| big[100_000 + p * ldb + j];
+            let want = naive(m, n, k, a, b);
+            let mut c = vec![1.0; m * n];
+            gemm_nn(m, n, k, &big, lda, &big[100_000..], ldb, &mut c, n, true);
+            let plus1: Vec<f32> = want.iter().map(|v| v + 1.0).collect();
+            assert!(close(&c, &plus1), "nn {m}x{n}x{k}");
+            // Aᵀ·B with A stored [k, m], ld m + 2
+            let ldt = m + 2;
+            let at = |i: usize, p: usize| big[200_000 + p * ldt + i];
+            let want = naive(m, n, k, at, b);
+            gemm_tn(
+                m,
+                n,
+                k,
+                &big[200_000..],
+                ldt,
+                &big[100_000..],
+                ldb,
+                &mut c,
+                n,
+                false,
+            );
+            assert!(close(&c, &want), "tn {m}x{n}x{k}");
+        }
     }
 
     #[test]

@@ -347,6 +347,8 @@ mod tests {
             (5, 3, 12, 2, true, false, 70, 1.0),
             (3, 2, 8, 1, false, false, 1, 0.7),
             (13, 3, 16, 3, true, true, 5, 6.0),
+            // 64-column products (AVX-512 tile kernels where the CPU has them)
+            (4, 2, 64, 2, true, true, 11, 1.5),
         ];
         for (k, &(n, d, h, layers, attention, tanh, b, spread)) in cases.iter().enumerate() {
             let cfg = EgnnConfig {

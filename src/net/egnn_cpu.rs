@@ -29,6 +29,16 @@
 //! x_i ← x_i + Σ_j u_e·c′_e,  agg_i = Σ_j m_e,  h_i ← h_i + SiLU([h_i, agg_i]·W_n1ᵀ + b_n1)·W_n2ᵀ + b_n2
 //! ```
 //! with a_e = |x⁰_i − x⁰_j|² of the input and h⁰_i = t·w_emb + b_emb; output x_L − x⁰, mean-free.
+//!
+//! Layer 0 is symmetric: h⁰ depends on t alone, so P_i = P_j and Q_i = Q_j, and r_e = a_e is
+//! symmetric in i and j; hence pre, s, m⁰, g, m and c′ of (i, j) equal those of (j, i). Layer 0
+//! runs its edge MLP once per unordered pair i < j (half the rows; d and u are antisymmetric:
+//! x_i gets +u·c′, x_j gets −u·c′, both get m in their aggregate), and its backward pass adds the
+//! two directions' gradients into the pair's row. The other layers use the ordered pairs.
+//!
+//! Rows are fused where the data is in L1: the first edge layer's gather with its SiLU, the
+//! second layer's bias + SiLU with the attention gate, the coordinate MLP's bias + SiLU with the
+//! c′ dot product; in the backward pass the SiLU′ factors, bias sums and gate are applied per row.
 
 use rayon::prelude::*;
 
@@ -36,8 +46,8 @@ use super::fused::FusedKernel;
 use std::cell::RefCell;
 
 use super::dense::{
-    add_col_sums, axpy, bias_silu, bias_silu_keep_grad, dot_f32, gemm_nn, gemm_nt, gemm_tn,
-    mul_assign, sigmoid, silu_keep_grad, silu_slice,
+    add_col_sums, axpy, bias_silu, bias_silu_row, dot_f32, gemm_nn, gemm_nt, gemm_tn, mul_assign,
+    sigmoid, silu_keep_grad,
 };
 
 /// Number of contiguous chunk groups whose gradients are summed in a fixed order.
@@ -95,6 +105,10 @@ pub struct EgnnCpu {
     total: usize,
     /// Edge-activation cache limit of this kernel ([`EDGE_CACHE_BYTES`] unless changed).
     edge_cache_bytes: usize,
+    /// The edges of one configuration in layers ≥ 1: ordered pairs (i, j), i ≠ j, i major.
+    ordered: Vec<(usize, usize)>,
+    /// The edges of one configuration in layer 0: unordered pairs (i, j), i < j (module docs).
+    pairs: Vec<(usize, usize)>,
 }
 
 impl EgnnCpu {
@@ -163,6 +177,12 @@ impl EgnnCpu {
             layers,
             total: off,
             edge_cache_bytes: EDGE_CACHE_BYTES,
+            ordered: (0..dims.n)
+                .flat_map(|i| (0..dims.n).filter(move |&j| j != i).map(move |j| (i, j)))
+                .collect(),
+            pairs: (0..dims.n)
+                .flat_map(|i| (i + 1..dims.n).map(move |j| (i, j)))
+                .collect(),
         }
     }
 
@@ -198,17 +218,40 @@ impl EgnnCpu {
         edge_floats(self.dims.h, self.dims.d)
     }
 
+    /// Edge rows of layer `l` per configuration: the n(n − 1)/2 unordered pairs in layer 0, whose
+    /// edge MLP is symmetric in i and j (module docs), the n(n − 1) ordered pairs in the others.
+    fn layer_edges(&self, l: usize) -> usize {
+        if l == 0 {
+            self.pairs.len()
+        } else {
+            self.ordered.len()
+        }
+    }
+
+    /// The edges of one configuration in layer `l` (see [`EgnnCpu::layer_edges`]).
+    fn edge_list(&self, l: usize) -> &[(usize, usize)] {
+        if l == 0 {
+            &self.pairs
+        } else {
+            &self.ordered
+        }
+    }
+
+    /// Edge rows per configuration in the layers before `l` (all layers: `l` = layers).
+    fn edge_rows_before(&self, l: usize) -> usize {
+        (0..l).map(|k| self.layer_edges(k)).sum()
+    }
+
     /// Whether a training forward pass over a batch of `b` keeps the edge activations.
     pub fn caches_edges(&self, b: usize) -> bool {
-        let ep = self.dims.n * (self.dims.n - 1);
-        b * ep * self.dims.layers * self.per_edge() * 4 <= self.edge_cache_bytes
+        b * self.edge_rows_before(self.dims.layers) * self.per_edge() * 4 <= self.edge_cache_bytes
     }
 
     /// Cache floats per configuration: node states, and edge activations when they fit.
     fn per_config(&self, b: usize) -> usize {
         let nodes = self.dims.n * self.dims.layers * self.per_node();
         if self.caches_edges(b) {
-            nodes + self.dims.n * (self.dims.n - 1) * self.dims.layers * self.per_edge()
+            nodes + self.edge_rows_before(self.dims.layers) * self.per_edge()
         } else {
             nodes
         }
@@ -432,8 +475,11 @@ impl EgnnCpu {
             nodes[o.x..o.x + m * d].copy_from_slice(xc);
         }
         self.attributes(xc, c, &mut scr.attr);
-        let (ne, pe, keep) = (c * n * (n - 1), self.per_edge(), edges.is_some());
+        let (pe, keep) = (self.per_edge(), edges.is_some());
         for l in 0..self.dims.layers {
+            // layer 0 runs on unordered pairs (sym): each row stands for (i, j) and (j, i)
+            let (list, sym) = (self.edge_list(l), l == 0);
+            let ne = c * list.len();
             let o = self.node_offsets(l, m);
             let (cur, rest) = nodes.split_at_mut(o.end);
             let cur = &mut cur[o.h..];
@@ -456,31 +502,39 @@ impl EgnnCpu {
             }
             // edge activations: straight into the cache when it keeps them, else the scratch
             let block = match edges.as_deref_mut() {
-                Some(ec) => &mut ec[l * ne * pe..][..ne * pe],
+                Some(ec) => &mut ec[c * self.edge_rows_before(l) * pe..][..ne * pe],
                 None => &mut scr.edge[..ne * pe],
             };
             let mut ea = EdgeAct::split(block, ne, h, d);
-            self.edges_forward(th, &lo, c, xl, p, q, &scr.attr, &mut ea, keep);
+            self.edges_forward(th, &lo, c, list, xl, p, q, &scr.attr, &mut ea, keep);
             // x_new, agg (the last layer's node update does not reach the output: its agg and
             // node MLP are skipped, and their parameters get zero gradients in the backward pass)
             let last = l + 1 == self.dims.layers;
             let (xn, hn) = (&mut scr.x_new, &mut scr.h_new);
             xn[..m * d].copy_from_slice(xl);
             agg.fill(0.0);
-            let ep = n * (n - 1);
+            // a pair's row also updates j: u_ji = −u_ij, and c′ and m are those of (i, j)
             for ci in 0..c {
-                for i in 0..n {
-                    let v = ci * n + i;
-                    for k in 0..n - 1 {
-                        let e = ci * ep + i * (n - 1) + k;
-                        let cp = ea.cp[e];
-                        let u = &ea.unit[e * d..][..d];
-                        for (xv, &uv) in xn[v * d..][..d].iter_mut().zip(u) {
-                            *xv += uv * cp;
+                for (k, &(i, j)) in list.iter().enumerate() {
+                    let e = ci * list.len() + k;
+                    let (vi, vj) = (ci * n + i, ci * n + j);
+                    let cp = ea.cp[e];
+                    let u = &ea.unit[e * d..][..d];
+                    for (xv, &uv) in xn[vi * d..][..d].iter_mut().zip(u) {
+                        *xv += uv * cp;
+                    }
+                    if sym {
+                        for (xv, &uv) in xn[vj * d..][..d].iter_mut().zip(u) {
+                            *xv -= uv * cp;
                         }
-                        if !last {
-                            let mrow = &ea.m[e * h..][..h];
-                            for (a, &mv) in agg[v * h..][..h].iter_mut().zip(mrow) {
+                    }
+                    if !last {
+                        let mrow = &ea.m[e * h..][..h];
+                        for (a, &mv) in agg[vi * h..][..h].iter_mut().zip(mrow) {
+                            *a += mv;
+                        }
+                        if sym {
+                            for (a, &mv) in agg[vj * h..][..h].iter_mut().zip(mrow) {
                                 *a += mv;
                             }
                         }
@@ -531,7 +585,15 @@ impl EgnnCpu {
         }
     }
 
-    /// a_e = |x⁰_i − x⁰_j|² for every edge of the chunk.
+    /// Index of the ordered edge (i, j) of configuration `ci` in a chunk's ordered edges (the
+    /// layout of the edge attributes).
+    #[inline(always)]
+    fn ordered_edge(&self, ci: usize, i: usize, j: usize) -> usize {
+        let n = self.dims.n;
+        ci * n * (n - 1) + i * (n - 1) + j - usize::from(j > i)
+    }
+
+    /// a_e = |x⁰_i − x⁰_j|² for every ordered edge of the chunk.
     fn attributes(&self, x0: &[f32], c: usize, attr: &mut [f32]) {
         let (n, d) = (self.dims.n, self.dims.d);
         let mut e = 0;
@@ -550,8 +612,9 @@ impl EgnnCpu {
         }
     }
 
-    /// Edge activations of one layer for a chunk of `c` configurations (into `ea`), from the
-    /// layer's coordinates `xl`, split first-layer products `p`, `q` and edge attributes `attr`.
+    /// Edge activations of one layer for a chunk of `c` configurations (into `ea`, one row per
+    /// entry of `list` per configuration), from the layer's coordinates `xl`, split first-layer
+    /// products `p`, `q` and the edge attributes `attr` (over ordered edges).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn edges_forward(
@@ -559,6 +622,7 @@ impl EgnnCpu {
         th: &[f32],
         lo: &LayerOff,
         c: usize,
+        list: &[(usize, usize)],
         xl: &[f32],
         p: &[f32],
         q: &[f32],
@@ -567,89 +631,60 @@ impl EgnnCpu {
         keep_grad: bool,
     ) {
         let EgnnDims { n, d, h, .. } = self.dims;
-        let ne = c * n * (n - 1);
+        let ne = c * list.len();
         let (wr, wa, b1) = (&th[lo.w_r..][..h], &th[lo.w_a..][..h], &th[lo.b1..][..h]);
         let mut e = 0;
         for ci in 0..c {
-            for i in 0..n {
-                let vi = ci * n + i;
-                for j in 0..n {
-                    if i == j {
-                        continue;
-                    }
-                    let vj = ci * n + j;
-                    let mut r = 0.0f32;
-                    for a in 0..d {
-                        let dv = xl[vi * d + a] - xl[vj * d + a];
-                        ea.diff[e * d + a] = dv;
-                        r += dv * dv;
-                    }
-                    let den = (r + 1e-8).sqrt() + 1.0;
-                    for a in 0..d {
-                        ea.unit[e * d + a] = ea.diff[e * d + a] / den;
-                    }
-                    ea.r[e] = r;
-                    ea.den[e] = den;
-                    let at = attr[e];
-                    let row = &mut ea.pre[e * h..][..h];
-                    let (pi, qj) = (&p[vi * h..][..h], &q[vj * h..][..h]);
-                    for k in 0..h {
-                        row[k] = pi[k] + qj[k] + r * wr[k] + at * wa[k] + b1[k];
-                    }
-                    e += 1;
+            for &(i, j) in list {
+                let (vi, vj) = (ci * n + i, ci * n + j);
+                let mut r = 0.0f32;
+                for a in 0..d {
+                    let dv = xl[vi * d + a] - xl[vj * d + a];
+                    ea.diff[e * d + a] = dv;
+                    r += dv * dv;
                 }
+                let den = (r + 1e-8).sqrt() + 1.0;
+                for a in 0..d {
+                    ea.unit[e * d + a] = ea.diff[e * d + a] / den;
+                }
+                ea.r[e] = r;
+                ea.den[e] = den;
+                let at = attr[self.ordered_edge(ci, i, j)];
+                let row = &mut ea.pre[e * h..][..h];
+                let (pi, qj) = (&p[vi * h..][..h], &q[vj * h..][..h]);
+                for k in 0..h {
+                    row[k] = pi[k] + qj[k] + r * wr[k] + at * wa[k] + b1[k];
+                }
+                // s = SiLU(pre) while the row is in L1 (with keep_grad, pre ← SiLU′(pre))
+                bias_silu_row(row, None, &mut ea.s1[e * h..][..h], keep_grad);
+                e += 1;
             }
         }
-        // with keep_grad, pre, z2 and zc1 are overwritten by SiLU′ of themselves
-        if keep_grad {
-            silu_keep_grad(&mut ea.pre[..ne * h], &mut ea.s1[..ne * h]);
-        } else {
-            silu_slice(&ea.pre[..ne * h], &mut ea.s1[..ne * h]);
-        }
+        // m⁰ = SiLU(s·W₂ᵀ + b₂), then row by row the gate and m = g·m⁰
         gemm_nt(ne, h, h, ea.s1, h, &th[lo.w2..], h, ea.z2, h, false);
-        if keep_grad {
-            bias_silu_keep_grad(
-                &mut ea.z2[..ne * h],
-                &th[lo.b2..][..h],
-                &mut ea.m0[..ne * h],
-            );
-        } else {
-            bias_silu(
-                &mut ea.z2[..ne * h],
-                &th[lo.b2..][..h],
-                &mut ea.m0[..ne * h],
-            );
-        }
-        if self.dims.attention {
-            let (watt, batt) = (&th[lo.w_att..][..h], th[lo.b_att]);
-            for e in 0..ne {
-                let m0 = &ea.m0[e * h..][..h];
+        let b2 = &th[lo.b2..][..h];
+        for e in 0..ne {
+            let m0 = &mut ea.m0[e * h..][..h];
+            bias_silu_row(&mut ea.z2[e * h..][..h], Some(b2), m0, keep_grad);
+            let m = &mut ea.m[e * h..][..h];
+            if self.dims.attention {
+                let (watt, batt) = (&th[lo.w_att..][..h], th[lo.b_att]);
                 let g = sigmoid(dot_f32(m0, watt) + batt);
                 ea.gate[e] = g;
-                for (mv, &v) in ea.m[e * h..][..h].iter_mut().zip(m0) {
+                for (mv, &v) in m.iter_mut().zip(m0.iter()) {
                     *mv = g * v;
                 }
+            } else {
+                m.copy_from_slice(m0);
             }
-        } else {
-            ea.m[..ne * h].copy_from_slice(&ea.m0[..ne * h]);
         }
+        // c′ = range·tanh(SiLU(m·W_c1ᵀ + b_c1)·w_c2), row by row after the product
         gemm_nt(ne, h, h, ea.m, h, &th[lo.wc1..], h, ea.zc1, h, false);
-        if keep_grad {
-            bias_silu_keep_grad(
-                &mut ea.zc1[..ne * h],
-                &th[lo.bc1..][..h],
-                &mut ea.c1[..ne * h],
-            );
-        } else {
-            bias_silu(
-                &mut ea.zc1[..ne * h],
-                &th[lo.bc1..][..h],
-                &mut ea.c1[..ne * h],
-            );
-        }
-        let wc2 = &th[lo.wc2..][..h];
+        let (bc1, wc2) = (&th[lo.bc1..][..h], &th[lo.wc2..][..h]);
         for e in 0..ne {
-            let cv = dot_f32(&ea.c1[e * h..][..h], wc2);
+            let c1 = &mut ea.c1[e * h..][..h];
+            bias_silu_row(&mut ea.zc1[e * h..][..h], Some(bc1), c1, keep_grad);
+            let cv = dot_f32(c1, wc2);
             ea.cp[e] = if self.dims.tanh {
                 self.dims.range * cv.tanh()
             } else {
@@ -677,8 +712,7 @@ impl EgnnCpu {
         let EgnnDims { n, d, h, .. } = self.dims;
         let c = tc.len();
         let m = c * n;
-        let ep = n * (n - 1);
-        let ne = c * ep;
+        let ne_all = c * n * (n - 1);
         let pe = self.per_edge();
         // gradient w.r.t. x_L: gout with the mean over particles removed
         let mut gx = std::mem::take(&mut scr.gx);
@@ -701,9 +735,12 @@ impl EgnnCpu {
         }
         gh[..m * h].fill(0.0);
         self.attributes(xc, c, &mut scr.attr);
-        scr.gattr[..ne].fill(0.0);
+        scr.gattr[..ne_all].fill(0.0);
         for l in (0..self.dims.layers).rev() {
             let lo = self.layers[l];
+            // layer 0: one row per unordered pair, standing for (i, j) and (j, i) (forward pass)
+            let (list, sym) = (self.edge_list(l), l == 0);
+            let ne = c * list.len();
             let o = self.node_offsets(l, m);
             let hl = &nodes[o.h..][..m * h];
             let xl = &nodes[o.x..][..m * d];
@@ -713,10 +750,10 @@ impl EgnnCpu {
             let zn1 = &nodes[o.zn1..][..m * h];
             // this layer's edge activations: read in place from the cache, or recomputed
             let block = match edges {
-                Some(ec) => &ec[l * ne * pe..][..ne * pe],
+                Some(ec) => &ec[c * self.edge_rows_before(l) * pe..][..ne * pe],
                 None => {
                     let mut ea = EdgeAct::split(&mut scr.edge[..ne * pe], ne, h, d);
-                    self.edges_forward(th, &lo, c, xl, p, q, &scr.attr, &mut ea, true);
+                    self.edges_forward(th, &lo, c, list, xl, p, q, &scr.attr, &mut ea, true);
                     &scr.edge[..ne * pe]
                 }
             };
@@ -763,117 +800,132 @@ impl EgnnCpu {
                 add_col_sums(gz, &mut acc[lo.bn1..][..h]);
                 gemm_nn(m, h, h, gz, h, &th[lo.wn1 + h..], 2 * h, gagg, h, false);
             }
-            // coordinate update: x_new_i = x_i + Σ_j u_e·c′_e
+            // coordinate update: x_new_i = x_i + Σ_j u_e·c′_e (a pair's row: x_i += u·c′,
+            // x_j −= u·c′, so its u and c′ see the gradient g_i − g_j)
             let gxn = &mut gx_new[..m * d];
             gxn.copy_from_slice(gxs);
             let wc2 = &th[lo.wc2..][..h];
             {
                 let gc1 = &mut scr.ga[..ne * h];
                 for ci in 0..c {
-                    for i in 0..n {
-                        let v = ci * n + i;
-                        let gxi = &gxs[v * d..][..d];
-                        for k in 0..n - 1 {
-                            let e = ci * ep + i * (n - 1) + k;
-                            let u = &ev.unit[e * d..][..d];
-                            let cp = ev.cp[e];
-                            let gcp: f32 = gxi.iter().zip(u).map(|(g, u)| g * u).sum();
-                            for (gu, &g) in scr.gunit[e * d..][..d].iter_mut().zip(gxi) {
-                                *gu = g * cp;
-                            }
-                            let gcv = if self.dims.tanh {
-                                let tv = cp / self.dims.range;
-                                gcp * self.dims.range * (1.0 - tv * tv)
-                            } else {
-                                gcp
-                            };
-                            axpy(gcv, &ev.c1[e * h..][..h], &mut acc[lo.wc2..][..h]);
-                            for (g, &w) in gc1[e * h..][..h].iter_mut().zip(wc2) {
-                                *g = gcv * w;
-                            }
+                    for (k, &(i, j)) in list.iter().enumerate() {
+                        let e = ci * list.len() + k;
+                        let (vi, vj) = (ci * n + i, ci * n + j);
+                        let u = &ev.unit[e * d..][..d];
+                        let cp = ev.cp[e];
+                        let gu = &mut scr.gunit[e * d..][..d];
+                        for a in 0..d {
+                            gu[a] = gxs[vi * d + a] - if sym { gxs[vj * d + a] } else { 0.0 };
+                        }
+                        let gcp: f32 = gu.iter().zip(u).map(|(g, u)| g * u).sum();
+                        for g in gu.iter_mut() {
+                            *g *= cp;
+                        }
+                        let gcv = if self.dims.tanh {
+                            let tv = cp / self.dims.range;
+                            gcp * self.dims.range * (1.0 - tv * tv)
+                        } else {
+                            gcp
+                        };
+                        axpy(gcv, &ev.c1[e * h..][..h], &mut acc[lo.wc2..][..h]);
+                        // gz_c1 = gcv·w_c2·SiLU′(z_c1), and its column sums (b_c1)
+                        let row = &mut gc1[e * h..][..h];
+                        let zg = &ev.zc1[e * h..][..h];
+                        for ((g, &w), &z) in row.iter_mut().zip(wc2).zip(zg) {
+                            *g = gcv * w * z;
+                        }
+                        add_row(row, &mut acc[lo.bc1..][..h]);
+                    }
+                }
+                gemm_tn(h, h, ne, gc1, h, ev.m, h, &mut acc[lo.wc1..], h, true);
+            }
+            // gm = gz_c1·W_c1 + gagg_i (+ gagg_j for a pair); then, row by row, the attention
+            // gate m = g·m⁰, g = σ(m⁰·w_att + b_att), and m⁰ = SiLU(z2): gz2 = gm⁰·SiLU′(z2)
+            let gc1 = &scr.ga[..ne * h];
+            let gm = &mut scr.gb[..ne * h];
+            gemm_nn(ne, h, h, gc1, h, &th[lo.wc1..], h, gm, h, false);
+            let watt: &[f32] = if self.dims.attention {
+                &th[lo.w_att..][..h]
+            } else {
+                &[]
+            };
+            let mut gb_att = 0.0f32;
+            for ci in 0..c {
+                for (k, &(i, j)) in list.iter().enumerate() {
+                    let e = ci * list.len() + k;
+                    let row = &mut gm[e * h..][..h];
+                    add_row(&gagg[(ci * n + i) * h..][..h], row);
+                    if sym {
+                        add_row(&gagg[(ci * n + j) * h..][..h], row);
+                    }
+                    let zg = &ev.z2[e * h..][..h];
+                    if self.dims.attention {
+                        let m0 = &ev.m0[e * h..][..h];
+                        let g = ev.gate[e];
+                        let gza = dot_f32(row, m0) * g * (1.0 - g);
+                        gb_att += gza;
+                        axpy(gza, m0, &mut acc[lo.w_att..][..h]);
+                        for ((r, &w), &z) in row.iter_mut().zip(watt).zip(zg) {
+                            *r = (*r * g + gza * w) * z;
+                        }
+                    } else {
+                        for (r, &z) in row.iter_mut().zip(zg) {
+                            *r *= z;
                         }
                     }
-                }
-                mul_assign(gc1, &ev.zc1[..ne * h]);
-                gemm_tn(h, h, ne, gc1, h, ev.m, h, &mut acc[lo.wc1..], h, true);
-                add_col_sums(gc1, &mut acc[lo.bc1..][..h]);
-                // gm = gzc1·W_c1 + gagg_i
-                let gm = &mut scr.gb[..ne * h];
-                gemm_nn(ne, h, h, gc1, h, &th[lo.wc1..], h, gm, h, false);
-                for e in 0..ne {
-                    let v = (e / ep) * n + (e % ep) / (n - 1);
-                    for (g, &a) in gm[e * h..][..h].iter_mut().zip(&gagg[v * h..][..h]) {
-                        *g += a;
-                    }
+                    add_row(row, &mut acc[lo.b2..][..h]);
                 }
             }
-            // attention gate: m = g·m⁰, g = σ(m⁰·w_att + b_att)
-            let gm = &mut scr.gb[..ne * h];
             if self.dims.attention {
-                let watt = &th[lo.w_att..][..h];
-                let mut gb_att = 0.0f32;
-                for e in 0..ne {
-                    let m0 = &ev.m0[e * h..][..h];
-                    let g = ev.gate[e];
-                    let row = &mut gm[e * h..][..h];
-                    let gg = dot_f32(row, m0);
-                    let gza = gg * g * (1.0 - g);
-                    gb_att += gza;
-                    axpy(gza, m0, &mut acc[lo.w_att..][..h]);
-                    for (r, &w) in row.iter_mut().zip(watt) {
-                        *r = *r * g + gza * w;
-                    }
-                }
                 acc[lo.b_att] += gb_att;
             }
-            // m⁰ = SiLU(z2), z2 = s·W₂ᵀ + b₂
-            mul_assign(gm, &ev.z2[..ne * h]);
+            // z2 = s·W₂ᵀ + b₂, s = SiLU(pre): gpre = (gz2·W₂)·SiLU′(pre), row by row below
             gemm_tn(h, h, ne, gm, h, ev.s1, h, &mut acc[lo.w2..], h, true);
-            add_col_sums(gm, &mut acc[lo.b2..][..h]);
             let gs = &mut scr.ga[..ne * h];
             gemm_nn(ne, h, h, gm, h, &th[lo.w2..], h, gs, h, false);
-            mul_assign(gs, &ev.pre[..ne * h]);
             // pre = P_i + Q_j + r·w_r + a·w_a + b₁
-            add_col_sums(gs, &mut acc[lo.b1..][..h]);
             let (wr, wa) = (&th[lo.w_r..][..h], &th[lo.w_a..][..h]);
             let gp = &mut scr.gp[..m * h];
             let gq = &mut scr.gq[..m * h];
             gp.fill(0.0);
             gq.fill(0.0);
+            // (a pair's row: P_i + Q_j = P_j + Q_i in layer 0, so adding its gradient to P_i and
+            // Q_j gives the per-configuration sums below; its attribute gradient goes to the
+            // ordered edge (i, j), which the input chain at the end treats like (i, j) + (j, i))
             let mut e = 0;
             for ci in 0..c {
-                for i in 0..n {
-                    let vi = ci * n + i;
-                    for j in 0..n {
-                        if i == j {
-                            continue;
-                        }
-                        let vj = ci * n + j;
-                        let row = &gs[e * h..][..h];
-                        axpy(ev.r[e], row, &mut acc[lo.w_r..][..h]);
-                        axpy(scr.attr[e], row, &mut acc[lo.w_a..][..h]);
-                        let gr = dot_f32(row, wr);
-                        scr.gattr[e] += dot_f32(row, wa);
-                        for (g, &v) in gp[vi * h..][..h].iter_mut().zip(row) {
-                            *g += v;
-                        }
-                        for (g, &v) in gq[vj * h..][..h].iter_mut().zip(row) {
-                            *g += v;
-                        }
-                        // geometry: u = d/den, den = √(r + 1e-8) + 1, r = |d|²
-                        let den = ev.den[e];
-                        let s = den - 1.0;
-                        let dv = &ev.diff[e * d..][..d];
-                        let gu = &scr.gunit[e * d..][..d];
-                        let gud: f32 = (0..d).map(|a| gu[a] * dv[a]).sum();
-                        let k = gud / (den * den * s);
-                        for a in 0..d {
-                            let gd = gu[a] / den - k * dv[a] + 2.0 * gr * dv[a];
-                            gxn[vi * d + a] += gd;
-                            gxn[vj * d + a] -= gd;
-                        }
-                        e += 1;
+                for &(i, j) in list {
+                    let (vi, vj) = (ci * n + i, ci * n + j);
+                    let ae = self.ordered_edge(ci, i, j);
+                    let row = &mut gs[e * h..][..h];
+                    for (g, &z) in row.iter_mut().zip(&ev.pre[e * h..][..h]) {
+                        *g *= z;
                     }
+                    add_row(row, &mut acc[lo.b1..][..h]);
+                    let row = &*row;
+                    axpy(ev.r[e], row, &mut acc[lo.w_r..][..h]);
+                    axpy(scr.attr[ae], row, &mut acc[lo.w_a..][..h]);
+                    let gr = dot_f32(row, wr);
+                    scr.gattr[ae] += dot_f32(row, wa);
+                    for (g, &v) in gp[vi * h..][..h].iter_mut().zip(row) {
+                        *g += v;
+                    }
+                    for (g, &v) in gq[vj * h..][..h].iter_mut().zip(row) {
+                        *g += v;
+                    }
+                    // geometry: u = d/den, den = √(r + 1e-8) + 1, r = |d|²
+                    let den = ev.den[e];
+                    let s = den - 1.0;
+                    let dv = &ev.diff[e * d..][..d];
+                    let gu = &scr.gunit[e * d..][..d];
+                    let gud: f32 = (0..d).map(|a| gu[a] * dv[a]).sum();
+                    let k = gud / (den * den * s);
+                    for a in 0..d {
+                        let gd = gu[a] / den - k * dv[a] + 2.0 * gr * dv[a];
+                        gxn[vi * d + a] += gd;
+                        gxn[vj * d + a] -= gd;
+                    }
+                    e += 1;
                 }
             }
             if first {
@@ -926,6 +978,14 @@ impl EgnnCpu {
         scr.gx_new = gx_new;
         scr.gh = gh;
         scr.gh_new = gh_new;
+    }
+}
+
+/// acc += row.
+#[inline(always)]
+fn add_row(row: &[f32], acc: &mut [f32]) {
+    for (a, &v) in acc.iter_mut().zip(row) {
+        *a += v;
     }
 }
 

@@ -97,7 +97,7 @@ impl Mlp {
 
     /// A freshly initialised network for `dim` coordinates, its parameters added to `params`.
     pub fn new(params: &mut Params, dim: usize, cfg: &MlpConfig, rng: &mut Rng) -> Result<Self> {
-        if cfg.emb_size < 4 || cfg.emb_size % 2 != 0 || cfg.hidden == 0 {
+        if cfg.emb_size < 4 || !cfg.emb_size.is_multiple_of(2) || cfg.hidden == 0 {
             return Err(Error::Config(format!(
                 "MLP needs an even embedding size ≥ 4 and a positive width, got {cfg:?}"
             )));

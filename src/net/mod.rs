@@ -12,6 +12,7 @@ pub mod init;
 pub mod mlp;
 pub mod mlp_cpu;
 pub mod optim;
+pub mod tile_gemm;
 
 use std::collections::BTreeMap;
 
