@@ -287,15 +287,6 @@ pub fn silu_grad(z: f32) -> f32 {
     s * (1.0 + z * (1.0 - s))
 }
 
-/// out = SiLU(z) over a slice.
-pub fn silu_slice(z: &[f32], out: &mut [f32]) {
-    crate::multiversion!((z: &[f32], out: &mut [f32]) -> () {
-        for (o, &v) in out.iter_mut().zip(z) {
-            *o = silu(v);
-        }
-    })
-}
-
 /// out = SiLU(z) and z ← SiLU′(z), from one sigmoid per element (for a backward pass).
 pub fn silu_keep_grad(z: &mut [f32], out: &mut [f32]) {
     crate::multiversion!((z: &mut [f32], out: &mut [f32]) -> () {
@@ -307,23 +298,9 @@ pub fn silu_keep_grad(z: &mut [f32], out: &mut [f32]) {
     })
 }
 
-/// Rows of `z` plus `bias`, then out = SiLU and z ← SiLU′ of the sum (see [`silu_keep_grad`]).
-pub fn bias_silu_keep_grad(z: &mut [f32], bias: &[f32], out: &mut [f32]) {
-    crate::multiversion!((z: &mut [f32], bias: &[f32], out: &mut [f32]) -> () {
-        let c = bias.len();
-        for (zr, or) in z.chunks_exact_mut(c).zip(out.chunks_exact_mut(c)) {
-            for ((z, o), &b) in zr.iter_mut().zip(or.iter_mut()).zip(bias) {
-                let v = *z + b;
-                let s = sigmoid(v);
-                *o = v * s;
-                *z = s * (1.0 + v * (1.0 - s));
-            }
-        }
-    })
-}
-
-/// One row of [`bias_silu`] (`keep_grad` false) or [`bias_silu_keep_grad`] (true), inlined into
-/// the caller's loop (and its vector extension); `bias` None adds nothing.
+/// One row of z ← z + bias, out = SiLU(z), and with `keep_grad` z ← SiLU′(z) (from one sigmoid
+/// per element, for a backward pass), inlined into the caller's loop (and its vector extension);
+/// `bias` None adds nothing.
 #[inline(always)]
 pub fn bias_silu_row(z: &mut [f32], bias: Option<&[f32]>, out: &mut [f32], keep_grad: bool) {
     let z = &mut z[..out.len()];
@@ -351,15 +328,6 @@ pub fn mul_assign(g: &mut [f32], d: &[f32]) {
     crate::multiversion!((g: &mut [f32], d: &[f32]) -> () {
         for (g, &v) in g.iter_mut().zip(d) {
             *g *= v;
-        }
-    })
-}
-
-/// g ← g·SiLU′(z) over a slice.
-pub fn mul_silu_grad(g: &mut [f32], z: &[f32]) {
-    crate::multiversion!((g: &mut [f32], z: &[f32]) -> () {
-        for (g, &v) in g.iter_mut().zip(z) {
-            *g *= silu_grad(v);
         }
     })
 }
@@ -439,17 +407,20 @@ mod tests {
         c
     }
 
+    /// Every element within 1e-4 relative (plus 1e-4 absolute) of the naive product.
+    fn close(x: &[f32], y: &[f32]) -> bool {
+        x.len() == y.len()
+            && x.iter()
+                .zip(y)
+                .all(|(a, b)| (a - b).abs() < 1e-4 * (1.0 + b.abs()))
+    }
+
     #[test]
     fn products_match_a_naive_loop_with_strides_and_accumulation() {
         let (m, n, k) = (7, 5, 9);
         let big: Vec<f32> = (0..400)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
             .collect();
-        let close = |x: &[f32], y: &[f32]| {
-            x.iter()
-                .zip(y)
-                .all(|(a, b)| (a - b).abs() < 1e-4 * (1.0 + b.abs()))
-        };
         // A [m, k] with ld 11, B [k, n] with ld 6
         let a = |i: usize, p: usize| big[i * 11 + p];
         let b = |p: usize, j: usize| big[200 + p * 6 + j];
@@ -483,11 +454,6 @@ mod tests {
         let big: Vec<f32> = (0..300_000)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 170.0)
             .collect();
-        let close = |x: &[f32], y: &[f32]| {
-            x.iter()
-                .zip(y)
-                .all(|(a, b)| (a - b).abs() < 1e-4 * (1.0 + b.abs()))
-        };
         for (m, n, k) in [
             (13, 64, 37),
             (6, 128, 128),

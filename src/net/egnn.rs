@@ -418,18 +418,24 @@ mod tests {
     }
 
     /// Results do not depend on the number of threads, nor on whether the backward pass reads the
-    /// edge activations from the cache or recomputes them (bit for bit).
+    /// edge activations from the cache or recomputes them (bit for bit); H = 64 takes the AVX-512
+    /// tile products where the CPU has them.
     #[test]
     fn fused_kernels_are_deterministic_across_thread_counts() {
-        let dims = EgnnDims {
-            n: 13,
-            d: 3,
-            h: 16,
-            layers: 2,
-            attention: true,
-            tanh: true,
-            range: 5.0,
-        };
+        for h in [16, 64] {
+            deterministic_for(EgnnDims {
+                n: 13,
+                d: 3,
+                h,
+                layers: 2,
+                attention: true,
+                tanh: true,
+                range: 5.0,
+            });
+        }
+    }
+
+    fn deterministic_for(dims: EgnnDims) {
         let k = EgnnCpu::new(dims);
         let mut th = vec![0.0f32; k.param_count()];
         crate::rng::NormalStream::new(5, 0).fill(&mut th);
