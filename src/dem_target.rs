@@ -58,6 +58,7 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::energy::batch::DEM_CALL_VALUES;
 use crate::energy::{Energy, Target};
 use crate::error::{Error, Result};
 use crate::noise_schedule::NoiseSchedule;
@@ -159,6 +160,71 @@ impl Scratch {
             acc: vec![0.0; dim],
             acc_w2_g: vec![0.0; se],
             acc_w2_gg: vec![0.0; se],
+        }
+    }
+}
+
+/// Where a point's blocks of Monte-Carlo samples come from.
+enum Blocks<'a> {
+    /// Drawn here from the point's stream and evaluated with the target's kernel.
+    Draw {
+        energy: &'a dyn Energy,
+        normals: &'a mut NormalStream,
+    },
+    /// Drawn and evaluated beforehand (whole-batch energies): the noise in block layout, log p
+    /// (validity rule applied) and ∇log p row-major per sample; `pos` = samples consumed.
+    Stored {
+        z: &'a [f32],
+        lp: &'a [f64],
+        g: &'a [f64],
+        pos: usize,
+    },
+}
+
+impl Blocks<'_> {
+    /// The next block of `n` samples around `x0` at noise `sd`: noise `z`, log p `lp` and
+    /// ∇log p `g`, coordinate-major (coordinate d of sample j at [d·n + j]). Returns how many
+    /// are invalid.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn next(
+        &mut self,
+        x0: &[f64],
+        sd: f64,
+        n: usize,
+        z: &mut [f32],
+        xs: &mut [f64],
+        lp: &mut [f64],
+        g: &mut [f64],
+    ) -> usize {
+        let dim = x0.len();
+        match self {
+            Blocks::Draw { energy, normals } => {
+                normals.fill(&mut z[..n * dim]);
+                for ((xd, zd), &x0d) in xs.chunks_exact_mut(n).zip(z.chunks_exact(n)).zip(x0) {
+                    for (xv, &zv) in xd.iter_mut().zip(zd) {
+                        *xv = x0d + sd * f64::from(zv);
+                    }
+                }
+                energy.log_prob_grad_block(&xs[..n * dim], &mut lp[..n], &mut g[..n * dim])
+            }
+            Blocks::Stored {
+                z: zs,
+                lp: lps,
+                g: gs,
+                pos,
+            } => {
+                let p = *pos;
+                z[..n * dim].copy_from_slice(&zs[p * dim..(p + n) * dim]);
+                lp[..n].copy_from_slice(&lps[p..p + n]);
+                for (j, row) in gs[p * dim..(p + n) * dim].chunks_exact(dim).enumerate() {
+                    for (d, &v) in row.iter().enumerate() {
+                        g[d * n + j] = v;
+                    }
+                }
+                *pos += n;
+                lp[..n].iter().filter(|l| **l == f64::NEG_INFINITY).count()
+            }
         }
     }
 }
@@ -280,35 +346,151 @@ impl DemTarget {
         out: &mut [f32],
     ) -> Result<DemStats> {
         self.check(target, x, t, out)?;
-        let dim = target.dim();
-        let energy = target.energy();
-        let stats = out
-            .par_chunks_mut(dim)
-            .zip(x.par_chunks(dim))
-            .zip(t.par_iter())
-            .enumerate()
-            .map_init(
-                || Scratch::new(dim, false),
-                |scr, (i, ((o, xi), &ti))| {
-                    let mut normals = NormalStream::new(seed, i as u64);
-                    let gi = guess.map(|g| &g[i * dim..(i + 1) * dim]);
-                    self.point_dispatch::<false>(
-                        energy,
-                        target,
-                        xi,
-                        gi,
-                        ti,
-                        &mut normals,
-                        scr,
-                        o,
-                        &mut [],
-                    )
-                },
-            )
-            .reduce(DemStats::empty, DemStats::merge)
-            .finish();
+        let stats = self.run_points::<false>(target, x, t, guess, seed, out, &mut [])?;
         target.add_calls(stats.energy_calls);
         Ok(stats)
+    }
+
+    /// All points, on all threads: per point, blocks of Monte-Carlo samples drawn from the
+    /// point's own stream and evaluated with the target's kernel; or, for a [`BatchEnergy`]
+    /// target, every sample of a group of points drawn first (same streams, same numbers),
+    /// evaluated in a few whole-batch calls, then accumulated exactly as the kernel path does.
+    #[allow(clippy::too_many_arguments)]
+    fn run_points<const SE: bool>(
+        &self,
+        target: &Target,
+        x: &[f32],
+        t: &[f32],
+        guess: Option<&[f32]>,
+        seed: u64,
+        out: &mut [f32],
+        stderr: &mut [f32],
+    ) -> Result<DemStats> {
+        let dim = target.dim();
+        let Some(energy) = target.kernel() else {
+            return self.run_points_batched::<SE>(target, x, t, guess, seed, out, stderr);
+        };
+        Ok(for_points::<SE>(dim, out, stderr, |scr, i, o, se| {
+            let mut normals = NormalStream::new(seed, i as u64);
+            let gi = guess.map(|g| &g[i * dim..(i + 1) * dim]);
+            let mut blocks = Blocks::Draw {
+                energy,
+                normals: &mut normals,
+            };
+            self.point_dispatch::<SE>(
+                target,
+                &x[i * dim..(i + 1) * dim],
+                gi,
+                t[i],
+                &mut blocks,
+                scr,
+                o,
+                se,
+            )
+        })
+        .finish())
+    }
+
+    /// [`DemTarget::run_points`] for a [`BatchEnergy`]: groups of points whose samples hold at
+    /// most [`DEM_CALL_VALUES`] coordinates; per group, draw (in parallel) → evaluate (whole-batch
+    /// calls) → accumulate (in parallel).
+    #[allow(clippy::too_many_arguments)]
+    fn run_points_batched<const SE: bool>(
+        &self,
+        target: &Target,
+        x: &[f32],
+        t: &[f32],
+        guess: Option<&[f32]>,
+        seed: u64,
+        out: &mut [f32],
+        stderr: &mut [f32],
+    ) -> Result<DemStats> {
+        let b = target
+            .batch_energy()
+            .expect("a target without a kernel has a batch energy");
+        let dim = target.dim();
+        let k = self.num_mc_samples;
+        let per_point = k * dim;
+        let group = (DEM_CALL_VALUES / per_point).max(1);
+        let n_points = t.len();
+        let cap = group.min(n_points);
+        let (mut zs, mut xs, mut gs) = (
+            vec![0.0f32; cap * per_point],
+            vec![0.0f64; cap * per_point],
+            vec![0.0f64; cap * per_point],
+        );
+        let mut lps = vec![0.0f64; cap * k];
+        let mut total = DemStats::empty();
+        let mut first = 0;
+        while first < n_points {
+            let m = group.min(n_points - first);
+            let (z, xr, g, lp) = (
+                &mut zs[..m * per_point],
+                &mut xs[..m * per_point],
+                &mut gs[..m * per_point],
+                &mut lps[..m * k],
+            );
+            // 1. draw: the noise of every sample, in the kernel path's block layout, and the
+            //    configurations, row-major
+            z.par_chunks_mut(per_point)
+                .zip(xr.par_chunks_mut(per_point))
+                .enumerate()
+                .for_each_init(
+                    || Scratch::new(dim, false),
+                    |scr, (j, (zp, xp))| {
+                        let i = first + j;
+                        let mut normals = NormalStream::new(seed, i as u64);
+                        let gi = guess.map(|g| &g[i * dim..(i + 1) * dim]);
+                        let sd = self.schedule.sigma(f64::from(t[i]));
+                        self.centre(target, &x[i * dim..(i + 1) * dim], gi, sd, scr);
+                        let mut start = 0;
+                        while start < k {
+                            let n = BLOCK.min(k - start);
+                            let zb = &mut zp[start * dim..(start + n) * dim];
+                            normals.fill(zb);
+                            for (d, (zd, &x0d)) in zb.chunks_exact(n).zip(&scr.x0).enumerate() {
+                                for (jj, &zv) in zd.iter().enumerate() {
+                                    xp[(start + jj) * dim + d] = x0d + sd * f64::from(zv);
+                                }
+                            }
+                            start += n;
+                        }
+                    },
+                );
+            // 2. evaluate, in whole-batch calls (validity rule applied)
+            target.eval_rows(b, xr, lp, Some(g))?;
+            // 3. accumulate, as the kernel path
+            let (z, lp, g) = (&*z, &*lp, &*g);
+            let outs = &mut out[first * dim..(first + m) * dim];
+            let ses = if SE {
+                &mut stderr[first * dim..(first + m) * dim]
+            } else {
+                &mut [][..]
+            };
+            let stats = for_points::<SE>(dim, outs, ses, |scr, j, o, se| {
+                let i = first + j;
+                let gi = guess.map(|gu| &gu[i * dim..(i + 1) * dim]);
+                let mut blocks = Blocks::Stored {
+                    z: &z[j * per_point..(j + 1) * per_point],
+                    lp: &lp[j * k..(j + 1) * k],
+                    g: &g[j * per_point..(j + 1) * per_point],
+                    pos: 0,
+                };
+                self.point_dispatch::<SE>(
+                    target,
+                    &x[i * dim..(i + 1) * dim],
+                    gi,
+                    t[i],
+                    &mut blocks,
+                    scr,
+                    o,
+                    se,
+                )
+            });
+            total = total.merge(stats);
+            first += m;
+        }
+        Ok(total.finish())
     }
 
     /// As [`DemTarget::estimate`], also writing the delta-method standard error of each component
@@ -331,33 +513,7 @@ impl DemTarget {
                 out.len()
             )));
         }
-        let dim = target.dim();
-        let energy = target.energy();
-        let stats = out
-            .par_chunks_mut(dim)
-            .zip(stderr.par_chunks_mut(dim))
-            .zip(x.par_chunks(dim))
-            .zip(t.par_iter())
-            .enumerate()
-            .map_init(
-                || Scratch::new(dim, true),
-                |scr, (i, (((o, se), xi), &ti))| {
-                    let mut normals = NormalStream::new(seed, i as u64);
-                    self.point_dispatch::<true>(
-                        energy,
-                        target,
-                        xi,
-                        None,
-                        ti,
-                        &mut normals,
-                        scr,
-                        o,
-                        se,
-                    )
-                },
-            )
-            .reduce(DemStats::empty, DemStats::merge)
-            .finish();
+        let stats = self.run_points::<true>(target, x, t, None, seed, out, stderr)?;
         target.add_calls(stats.energy_calls);
         Ok(stats)
     }
@@ -367,12 +523,11 @@ impl DemTarget {
     #[inline(always)]
     fn point_dispatch<const SE: bool>(
         &self,
-        energy: &dyn Energy,
         target: &Target,
         x: &[f32],
         guess: Option<&[f32]>,
         t: f32,
-        normals: &mut NormalStream,
+        blocks: &mut Blocks,
         scr: &mut Scratch,
         out: &mut [f32],
         stderr: &mut [f32],
@@ -382,17 +537,16 @@ impl DemTarget {
             ($se:literal) => {
                 crate::multiversion!((
                     this: &DemTarget,
-                    energy: &dyn Energy,
                     target: &Target,
                     x: &[f32],
                     guess: Option<&[f32]>,
                     t: f32,
-                    normals: &mut NormalStream,
+                    blocks: &mut Blocks,
                     scr: &mut Scratch,
                     out: &mut [f32],
                     stderr: &mut [f32],
                 ) -> DemStats {
-                    this.point::<$se>(energy, target, x, guess, t, normals, scr, out, stderr)
+                    this.point::<$se>(target, x, guess, t, blocks, scr, out, stderr)
                 })
             };
         }
@@ -403,18 +557,44 @@ impl DemTarget {
         }
     }
 
+    /// The proposal's centre for a point: `scr.x0` = x (+ h·ŝ with a guess ŝ, clipped like the
+    /// target, in `scr.guide`). Returns whether the proposal is guided.
+    #[inline(always)]
+    fn centre(
+        &self,
+        target: &Target,
+        x: &[f32],
+        guess: Option<&[f32]>,
+        sd: f64,
+        scr: &mut Scratch,
+    ) -> bool {
+        let dim = x.len();
+        crate::energy::to_f64(x, &mut scr.x0);
+        let guided = guess.is_some() && sd > 0.0;
+        if let Some(gs) = guess.filter(|_| guided) {
+            crate::energy::to_f64(gs, &mut scr.guide);
+            if let Some(c) = self.max_score_norm {
+                let group = target.particles().map_or(dim, |p| p.spatial_dim);
+                clip_groups_f64(&mut scr.guide, group, c);
+            }
+            for (x0d, &gd) in scr.x0.iter_mut().zip(scr.guide.iter()) {
+                *x0d += sd * sd * gd;
+            }
+        }
+        guided
+    }
+
     /// One point: blocks of [`BLOCK`] samples — noise, log p and ∇log p for the block, then the
     /// block's weights against the running maximum (online log-sum-exp), accumulated in f64.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn point<const SE: bool>(
         &self,
-        energy: &dyn Energy,
         target: &Target,
         x: &[f32],
         guess: Option<&[f32]>,
         t: f32,
-        normals: &mut NormalStream,
+        blocks: &mut Blocks,
         scr: &mut Scratch,
         out: &mut [f32],
         stderr: &mut [f32],
@@ -427,6 +607,8 @@ impl DemTarget {
             let (sb2, h) = (sb * sb, sd * sd);
             (sb2 / (sb2 + h), h / (sb2 + h) / sd)
         });
+        // the proposal is centred at x + h·guess (the guess clipped like the target)
+        let guided = self.centre(target, x, guess, sd, scr);
         let Scratch {
             x0,
             guide,
@@ -439,19 +621,6 @@ impl DemTarget {
             acc_w2_g,
             acc_w2_gg,
         } = scr;
-        crate::energy::to_f64(x, x0);
-        let guided = guess.is_some() && sd > 0.0;
-        if let Some(gs) = guess.filter(|_| guided) {
-            // the guess, clipped like the target; the proposal is centred at x + h·guess
-            crate::energy::to_f64(gs, guide);
-            if let Some(c) = self.max_score_norm {
-                let group = target.particles().map_or(dim, |p| p.spatial_dim);
-                clip_groups_f64(guide, group, c);
-            }
-            for (x0d, &gd) in x0.iter_mut().zip(guide.iter()) {
-                *x0d += sd * sd * gd;
-            }
-        }
         acc.fill(0.0);
         if SE {
             acc_w2_g.fill(0.0);
@@ -463,15 +632,7 @@ impl DemTarget {
         while start < k {
             let n = BLOCK.min(k - start);
             start += n;
-            normals.fill(&mut z[..n * dim]);
-            // coordinate-major block: coordinate d of sample j at [d·n + j]
-            for ((xd, zd), &x0d) in xs.chunks_exact_mut(n).zip(z.chunks_exact(n)).zip(x0.iter()) {
-                for (xv, &zv) in xd.iter_mut().zip(zd) {
-                    *xv = x0d + sd * f64::from(zv);
-                }
-            }
-            invalid +=
-                energy.log_prob_grad_block(&xs[..n * dim], &mut lp[..n], &mut g[..n * dim]) as u64;
+            invalid += blocks.next(x0, sd, n, z, xs, lp, g) as u64;
             if guided {
                 // proposal ratio: log w = log p(x + ε) − ε·ŝ, and ε·ŝ = h|ŝ|² + σ z·ŝ, whose
                 // first term is the same for every sample
@@ -548,9 +709,6 @@ impl DemTarget {
             return stats;
         }
         let inv = 1.0 / s;
-        for (o, a) in out.iter_mut().zip(acc.iter()) {
-            *o = (a * inv) as f32;
-        }
         if SE {
             // Σ w̃²(g − S)² = (Σw²g² − 2S·Σw²g + S²·Σw²) / s²
             for (d, se) in stderr.iter_mut().enumerate() {
@@ -559,19 +717,60 @@ impl DemTarget {
                 *se = v.max(0.0).sqrt() as f32;
             }
         }
+        // centroid removal and clipping in f64, before the f32 output: a huge but finite
+        // estimate (far out on a steep wall) would overflow f32 first
+        acc.iter_mut().for_each(|a| *a *= inv);
         if let (Some(_), Some(p)) = (blend, target.particles()) {
             // the ε/h term has a centroid component (the noise is isotropic); the score of a
             // translation-invariant target has none
-            crate::energy::particles::remove_mean(out, p);
+            crate::energy::particles::remove_mean_f64(acc, p);
         }
         let ess = s * s / s2;
         stats.mean_ess = ess;
         stats.min_ess = ess;
         if let Some(c) = self.max_score_norm {
-            let group = target.particles().map_or(out.len(), |p| p.spatial_dim);
-            stats.clipped = clip_groups(out, group, c);
+            let group = target.particles().map_or(acc.len(), |p| p.spatial_dim);
+            stats.clipped = clip_groups_f64(acc, group, c);
+        }
+        for (o, a) in out.iter_mut().zip(acc.iter()) {
+            *o = *a as f32;
+        }
+        if out.iter().any(|v| !v.is_finite()) {
+            // beyond f32 without clipping: as large as f32 goes, direction kept
+            let m = acc.iter().fold(0.0f64, |m, a| m.max(a.abs()));
+            for (o, a) in out.iter_mut().zip(acc.iter()) {
+                *o = (a / m * f64::from(f32::MAX)) as f32;
+            }
         }
         stats
+    }
+}
+
+/// Run `point(scratch, index, out row, stderr row)` for every point of `out` (`[B, dim]`) on all
+/// threads, with per-thread scratch; `stderr` is `[B, dim]` when `SE`, else unused.
+fn for_points<const SE: bool>(
+    dim: usize,
+    out: &mut [f32],
+    stderr: &mut [f32],
+    point: impl Fn(&mut Scratch, usize, &mut [f32], &mut [f32]) -> DemStats + Sync + Send,
+) -> DemStats {
+    if SE {
+        out.par_chunks_mut(dim)
+            .zip(stderr.par_chunks_mut(dim))
+            .enumerate()
+            .map_init(
+                || Scratch::new(dim, true),
+                |scr, (i, (o, se))| point(scr, i, o, se),
+            )
+            .reduce(DemStats::empty, DemStats::merge)
+    } else {
+        out.par_chunks_mut(dim)
+            .enumerate()
+            .map_init(
+                || Scratch::new(dim, false),
+                |scr, (i, o)| point(scr, i, o, &mut []),
+            )
+            .reduce(DemStats::empty, DemStats::merge)
     }
 }
 
@@ -582,7 +781,7 @@ pub fn clip_groups(v: &mut [f32], group: usize, max_norm: f64) -> u64 {
 }
 
 /// [`clip_groups`] for f64 vectors.
-fn clip_groups_f64(v: &mut [f64], group: usize, max_norm: f64) -> u64 {
+pub fn clip_groups_f64(v: &mut [f64], group: usize, max_norm: f64) -> u64 {
     clip_groups_as(v, group, max_norm, |a| a, |a| a)
 }
 
@@ -932,6 +1131,94 @@ mod tests {
         // t = 0.05: h ≈ 1e-10, α ≈ 1
         for (p, q) in a[..8].iter().zip(&b[..8]) {
             assert!((p - q).abs() < 1e-3 * (1.0 + p.abs()), "{p} vs {q}");
+        }
+    }
+
+    /// A kernel energy seen as a whole-batch energy: one `log_prob_grad` per row, in calls of at
+    /// most `rows` rows (the kernels below have no block override, so the kernel path makes the
+    /// same per-configuration calls).
+    struct AsBatch<E: Energy>(E, usize);
+    impl<E: Energy> crate::energy::BatchEnergy for AsBatch<E> {
+        fn name(&self) -> String {
+            self.0.name()
+        }
+        fn dim(&self) -> usize {
+            self.0.dim()
+        }
+        fn particles(&self) -> Option<ParticleShape> {
+            self.0.particles()
+        }
+        fn max_rows(&self) -> usize {
+            self.1
+        }
+        fn log_prob_grad_rows(&self, x: &[f64], lp: &mut [f64], g: &mut [f64]) -> Result<()> {
+            assert!(lp.len() <= self.1);
+            let d = self.0.dim();
+            for ((xi, l), gi) in x.chunks(d).zip(lp.iter_mut()).zip(g.chunks_mut(d)) {
+                *l = self.0.log_prob_grad(xi, gi);
+            }
+            Ok(())
+        }
+    }
+
+    /// The whole-batch path (all samples drawn first, evaluated in a few calls) gives exactly the
+    /// kernel path's estimates, statistics and call counts — plain, blended, guided, with
+    /// standard errors, K not a multiple of the block, invalid samples included, particles too.
+    #[test]
+    fn whole_batch_energies_give_the_kernel_paths_numbers() {
+        use crate::energy::LennardJones;
+        use std::sync::Arc;
+        let sched = NoiseSchedule::geometric(1e-3, 2.0).unwrap();
+        let check = |kernel: Target, batch: Target, x: Vec<f32>, dem: DemTarget| {
+            let dim = kernel.dim();
+            let b = x.len() / dim;
+            let t: Vec<f32> = (0..b).map(|i| (i as f32 + 0.5) / b as f32).collect();
+            let guess: Vec<f32> = x.iter().map(|v| (v * 1.7).sin()).collect();
+            let (mut a, mut c) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+            let sa = dem.estimate(&kernel, &x, &t, 3, &mut a).unwrap();
+            let sc = dem.estimate(&batch, &x, &t, 3, &mut c).unwrap();
+            assert_eq!(a, c);
+            assert_eq!(sa, sc);
+            let sa = dem
+                .estimate_guided(&kernel, &x, &t, &guess, 4, &mut a)
+                .unwrap();
+            let sc = dem
+                .estimate_guided(&batch, &x, &t, &guess, 4, &mut c)
+                .unwrap();
+            assert_eq!(a, c);
+            assert_eq!(sa, sc);
+            let (mut ea, mut ec) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+            dem.estimate_with_stderr(&kernel, &x, &t, 5, &mut a, &mut ea)
+                .unwrap();
+            dem.estimate_with_stderr(&batch, &x, &t, 5, &mut c, &mut ec)
+                .unwrap();
+            assert_eq!((a, ea), (c, ec));
+            assert_eq!(kernel.calls(), batch.calls());
+            sa
+        };
+        // a 2-D target with an invalid half-space; 150 samples per point, calls of ≤ 1000 rows
+        let dem = DemTarget::new(sched, 150, Some(5.0)).unwrap();
+        let x: Vec<f32> = (0..40).map(|i| (i as f32 * 0.61).sin() * 2.0).collect();
+        let batch = Target::from_batch(Arc::new(AsBatch(HalfSpace, 1000))).unwrap();
+        let st = check(
+            Target::new(HalfSpace),
+            batch,
+            x,
+            dem.with_blend(Some(0.5)).unwrap(),
+        );
+        assert!(st.invalid_samples > 0);
+        // LJ-5 (particles: per-particle clipping, blend centroid), overlaps at large noise
+        let lj = || LennardJones::reference(5);
+        let x: Vec<f32> = (0..6 * 15).map(|i| (i as f32 * 0.37).sin() * 1.3).collect();
+        let dem = DemTarget::new(sched, 70, Some(20.0)).unwrap();
+        for blend in [None, Some(0.1)] {
+            let batch = Target::from_batch(Arc::new(AsBatch(lj(), 64))).unwrap();
+            check(
+                Target::new(lj()),
+                batch,
+                x.clone(),
+                dem.with_blend(blend).unwrap(),
+            );
         }
     }
 }

@@ -33,6 +33,12 @@ pub enum Error {
     #[error("training diverged: {0}")]
     Diverged(String),
 
+    /// A user-supplied energy failed (a Python exception, a lost connection); `0` is its
+    /// message. The caller that evaluated it stops; the original error (e.g. the Python
+    /// exception with its traceback) is kept by the energy that raised it.
+    #[error("the energy function failed: {0}")]
+    External(String),
+
     /// A `.npy` file that cannot be read or written.
     #[error("{path}: {msg}")]
     Npy { path: PathBuf, msg: String },

@@ -4,6 +4,7 @@
 //! [`dem_target`] (the Monte-Carlo DEM score target, using a [`noise_schedule`]) →
 //! trainer → sampler → evaluation. See ARCHITECTURE.md for the module map and invariants.
 
+pub mod auto_config;
 pub mod bench;
 pub mod cnf;
 pub mod config;

@@ -14,6 +14,28 @@ use crate::noise_schedule::NoiseSchedule;
 use crate::reverse_sde::{self, SdeConfig};
 use crate::rng::stream;
 
+/// The configuration saved in a run directory (`config.toml`).
+pub fn read_run_config(run: &Path) -> Result<TrainConfig> {
+    let cfg_path = run.join("config.toml");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::Io {
+        path: cfg_path.clone(),
+        msg: format!("not a run directory (cannot read its configuration): {e}"),
+    })?;
+    TrainConfig::from_toml(&text)
+}
+
+/// A target given for a run must be the one it was trained on: same name.
+pub fn check_target(cfg: &TrainConfig, target: &Target) -> Result<()> {
+    if !cfg.target.eq_ignore_ascii_case(&target.name()) {
+        return Err(Error::Config(format!(
+            "the run was trained on `{}`, not on `{}`",
+            cfg.target,
+            target.name()
+        )));
+    }
+    Ok(())
+}
+
 /// Network + configuration + target.
 pub struct ScoreModel {
     pub cfg: TrainConfig,
@@ -26,9 +48,14 @@ pub struct ScoreModel {
 }
 
 impl ScoreModel {
-    /// A freshly initialised model (weights from `cfg.seed`).
+    /// A freshly initialised model of the built-in target `cfg.target` (weights from `cfg.seed`).
     pub fn new(cfg: &TrainConfig, device: &Device) -> Result<Self> {
-        let target = Target::by_name(&cfg.target)?;
+        Self::with_target(cfg, Target::by_name(&cfg.target)?, device)
+    }
+
+    /// A freshly initialised model of any target, e.g. a user's [`crate::energy::BatchEnergy`]
+    /// or [`crate::Energy`] (`cfg.target` is then just its name).
+    pub fn with_target(cfg: &TrainConfig, target: Target, device: &Device) -> Result<Self> {
         let mut params = Params::new(device);
         let net = Net::new(
             &mut params,
@@ -49,14 +76,33 @@ impl ScoreModel {
 
     /// The model of a run directory: its `config.toml` and the weights of checkpoint `file`
     /// (`best.safetensors` or `checkpoint.safetensors`); EMA weights when the run used an EMA.
+    /// The target is the built-in one named in the configuration.
     pub fn load(run: &Path, file: &str, device: &Device) -> Result<Self> {
-        let cfg_path = run.join("config.toml");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::Io {
-            path: cfg_path.clone(),
-            msg: format!("cannot read the run's configuration: {e}"),
-        })?;
-        let cfg = TrainConfig::from_toml(&text)?;
-        let model = Self::new(&cfg, device)?;
+        Self::load_with(run, file, None, device)
+    }
+
+    /// As [`ScoreModel::load`], with the run's target given (needed for a user's target, which
+    /// a run directory records only by name; `None`: the built-in target of that name).
+    pub fn load_with(
+        run: &Path,
+        file: &str,
+        target: Option<Target>,
+        device: &Device,
+    ) -> Result<Self> {
+        let cfg = read_run_config(run)?;
+        let target = match target {
+            Some(t) => t,
+            None => Target::by_name(&cfg.target).map_err(|_| {
+                Error::Config(format!(
+                    "the run in {} was trained on `{}`, which is not a built-in target: pass \
+                     that target to load it",
+                    run.display(),
+                    cfg.target
+                ))
+            })?,
+        };
+        check_target(&cfg, &target)?;
+        let model = Self::with_target(&cfg, target, device)?;
         let tensors = checkpoint::load(&run.join(file), device)?;
         let prefix = if cfg.ema_decay > 0.0 { "ema." } else { "net." };
         model.params.load_from(&tensors, prefix)?;

@@ -18,7 +18,12 @@ pub fn finish_run(trainer: &Trainer) -> Result<String> {
     // the last checkpoint: a W2 on 1000 validation points varies by about ±1 between sample sets,
     // so the best-by-validation epoch is mostly picked by noise (best.safetensors is kept)
     let file = "checkpoint.safetensors";
-    let model = ScoreModel::load(dir, file, &trainer.model.device)?;
+    let model = ScoreModel::load_with(
+        dir,
+        file,
+        Some(trainer.model.target.clone()),
+        &trainer.model.device,
+    )?;
     let dim = model.target.dim();
     let samples = model.generate(
         cfg.eval_samples,
@@ -31,7 +36,7 @@ pub fn finish_run(trainer: &Trainer) -> Result<String> {
         &samples,
         &[samples.len() / dim, dim],
     )?;
-    let validation = validation_set(cfg)?;
+    let validation = validation_set(cfg, &model.target)?;
     let metrics = match &validation {
         Some(v) => Some(eval::evaluate_with(
             &model.target.clone(),

@@ -54,9 +54,8 @@ const GENERATION_BATCH: usize = 1000;
 /// Validation (model-selection) data of a run, in the target's coordinates (see
 /// [`TrainConfig::validation`]): `cfg.eval_samples` exact samples, or all rows of the file (the
 /// W2 metrics use its first rows, the histogram and energy metrics all); `None` where there is none.
-pub fn validation_set(cfg: &TrainConfig) -> Result<Option<Vec<f32>>> {
+pub fn validation_set(cfg: &TrainConfig, target: &Target) -> Result<Option<Vec<f32>>> {
     let n = cfg.eval_samples;
-    let target = Target::by_name(&cfg.target)?;
     let path = if cfg.validation.is_empty() {
         if let Some(g) = exact_sampler(&cfg.target) {
             return Ok(Some(g.sample(n, &mut stream(VALIDATION_SEED, 0))));
@@ -117,8 +116,20 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A new run in `dir` (created; must not hold a run already).
+    /// A new run of the built-in target `cfg.target` in `dir` (created; must not hold a run
+    /// already).
     pub fn create(cfg: &TrainConfig, dir: &Path, device: &Device) -> Result<Self> {
+        Self::create_with(cfg, Target::by_name(&cfg.target)?, dir, device)
+    }
+
+    /// A new run of any target (a user's energy; `cfg.target` should be its name) in `dir`.
+    pub fn create_with(
+        cfg: &TrainConfig,
+        target: Target,
+        dir: &Path,
+        device: &Device,
+    ) -> Result<Self> {
+        crate::model::check_target(cfg, &target)?;
         if dir.join("config.toml").exists() {
             return Err(Error::Config(format!(
                 "{} already holds a run; use --resume to continue it or choose another --out",
@@ -129,7 +140,7 @@ impl Trainer {
             path: dir.to_path_buf(),
             msg: format!("cannot create the run directory: {e}"),
         })?;
-        let mut t = Self::build(cfg, dir, device)?;
+        let mut t = Self::build(cfg, target, dir, device)?;
         npy::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
         let _ = std::fs::remove_file(dir.join("metrics.jsonl"));
         t.fill_initial_buffer()?;
@@ -137,16 +148,34 @@ impl Trainer {
     }
 
     /// Continue the run in `dir` from its latest checkpoint; `overrides` (e.g. `epochs=200`)
-    /// are applied to the saved configuration and saved back.
+    /// are applied to the saved configuration and saved back. The target is the built-in one
+    /// the run names.
     pub fn resume(dir: &Path, overrides: &[String], device: &Device) -> Result<Self> {
-        let cfg_path = dir.join("config.toml");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::Io {
-            path: cfg_path.clone(),
-            msg: format!("not a run directory: {e}"),
-        })?;
-        let cfg = TrainConfig::from_toml(&text)?.with_overrides(overrides)?;
-        npy::write_atomic(&cfg_path, cfg.to_toml().as_bytes())?;
-        let mut t = Self::build(&cfg, dir, device)?;
+        Self::resume_with(dir, overrides, None, device)
+    }
+
+    /// As [`Trainer::resume`], with the run's target given (required for a user's target).
+    pub fn resume_with(
+        dir: &Path,
+        overrides: &[String],
+        target: Option<Target>,
+        device: &Device,
+    ) -> Result<Self> {
+        let cfg = crate::model::read_run_config(dir)?.with_overrides(overrides)?;
+        let target = match target {
+            Some(t) => t,
+            None => Target::by_name(&cfg.target).map_err(|_| {
+                Error::Config(format!(
+                    "the run in {} was trained on `{}`, which is not a built-in target: pass \
+                     that target to resume it",
+                    dir.display(),
+                    cfg.target
+                ))
+            })?,
+        };
+        crate::model::check_target(&cfg, &target)?;
+        npy::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+        let mut t = Self::build(&cfg, target, dir, device)?;
         let ck = dir.join("checkpoint.safetensors");
         if !ck.exists() {
             // killed before the first epoch ended: start over
@@ -200,8 +229,8 @@ impl Trainer {
         Ok(t)
     }
 
-    fn build(cfg: &TrainConfig, dir: &Path, device: &Device) -> Result<Self> {
-        let model = ScoreModel::new(cfg, device)?;
+    fn build(cfg: &TrainConfig, target: Target, dir: &Path, device: &Device) -> Result<Self> {
+        let model = ScoreModel::with_target(cfg, target, device)?;
         let s = cfg.data_scale;
         // the estimator runs in target coordinates: σ·s, clipping norm / s (see module docs)
         let schedule = match cfg.schedule {
@@ -226,7 +255,7 @@ impl Trainer {
             None
         };
         let buffer = ReplayBuffer::new(model.target.dim(), cfg.buffer_capacity)?;
-        let validation = validation_set(cfg)?;
+        let validation = validation_set(cfg, &model.target)?;
         Ok(Self {
             model,
             dem,
@@ -540,6 +569,52 @@ impl Trainer {
             loss: loss_sum / n,
             metrics,
         })
+    }
+
+    /// Train the remaining epochs (up to `epochs`), showing a progress bar on stderr unless
+    /// `quiet` (the CLI's and the Python package's). `after_epoch` runs after every epoch (e.g.
+    /// to honour an interrupt) and stops the run with its error. On an error the last
+    /// checkpoint is intact and the run can be resumed.
+    pub fn run_to_end(
+        &mut self,
+        quiet: bool,
+        mut after_epoch: impl FnMut(&EpochRecord) -> Result<()>,
+    ) -> Result<()> {
+        use indicatif::{ProgressBar, ProgressStyle};
+        let epochs = self.cfg().epochs;
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(epochs as u64)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} epoch {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_position(self.epoch as u64);
+        let mut last_w2 = f64::NAN;
+        while self.epoch < epochs {
+            let rec = match self.run_epoch() {
+                Ok(r) => r,
+                Err(e) => {
+                    bar.abandon();
+                    return Err(e);
+                }
+            };
+            if let Some(w) = rec.metrics.as_ref().and_then(|m| m.get("w2")) {
+                last_w2 = *w;
+            }
+            bar.set_position(rec.epoch as u64);
+            bar.set_message(format!("loss {:.4} val W2 {:.3}", rec.loss, last_w2));
+            if let Err(e) = after_epoch(&rec) {
+                bar.abandon();
+                return Err(e);
+            }
+        }
+        bar.finish();
+        Ok(())
     }
 
     /// The run directory.

@@ -64,7 +64,7 @@ fn check(name: &str, x: Vec<f64>, ang: Vec<f64>, shift: Vec<f64>, reflect: bool,
     let perm = permutation(n, perm_seed);
     let rot = orthogonal(d, &ang, reflect);
     let y = transform(&x, d, &rot, &shift[..d], &perm);
-    let e = t.energy();
+    let e = t.kernel().expect("a built-in kernel");
     let (mut gx, mut gy) = (vec![0.0; x.len()], vec![0.0; x.len()]);
     let lx = e.log_prob_grad(&x, &mut gx);
     let ly = e.log_prob_grad(&y, &mut gy);

@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use clap::Args;
 use idem::config::{TrainConfig, PRESETS};
 use idem::train::{default_validation_path, Trainer};
-use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -66,34 +65,15 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             default_validation_path(&cfg.target).display()
         );
     }
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(epochs as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} epoch {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .expect("valid template"),
-    );
-    bar.set_position(trainer.epoch as u64);
-    let mut last_w2 = f64::NAN;
-    while trainer.epoch < epochs {
-        let rec = trainer.run_epoch().with_context(|| {
+    trainer
+        .run_to_end(args.quiet, |_| Ok(()))
+        .with_context(|| {
             format!(
                 "training stopped at epoch {}; the last checkpoint in {} is intact (resume with --resume)",
                 trainer.epoch + 1,
                 trainer.dir().display()
             )
         })?;
-        if let Some(w) = rec.metrics.as_ref().and_then(|m| m.get("w2")) {
-            last_w2 = *w;
-        }
-        bar.set_position(rec.epoch as u64);
-        bar.set_message(format!("loss {:.4} val W2 {:.3}", rec.loss, last_w2));
-    }
-    bar.finish();
     let report = idem::report::finish_run(&trainer).context("final sampling and evaluation")?;
     let (wall, calls) = trainer.totals();
     println!("{report}");

@@ -99,6 +99,10 @@ impl Gmm {
     pub fn means(&self) -> &[f64] {
         &self.means
     }
+    /// Per-dimension standard deviations, `[n_modes, dim]`.
+    pub fn scales(&self) -> &[f64] {
+        &self.scales
+    }
 
     /// The mixture convolved with N(0, h·I): each mode's variance becomes σ² + h. Its log-density
     /// gradient is the exact noised score ∇log (p ∗ N(0, hI)), the quantity the DEM target estimates.

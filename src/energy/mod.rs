@@ -12,6 +12,7 @@
 //! caller tells an invalid configuration by `!logp.is_finite()`. Batch calls return how many
 //! configurations were invalid.
 
+pub mod batch;
 pub mod double_well;
 pub mod gmm;
 mod gmm40_table;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+pub use batch::BatchEnergy;
 pub use double_well::DoubleWell;
 pub use gmm::Gmm;
 pub use lennard_jones::LennardJones;
@@ -152,18 +154,26 @@ pub struct BatchReport {
     pub invalid: usize,
 }
 
-/// A Boltzmann target: an [`Energy`] plus batched evaluation and an evaluation counter.
+/// A Boltzmann target: an [`Energy`] kernel or a [`BatchEnergy`], plus batched evaluation and an
+/// evaluation counter.
 ///
 /// Cloning shares the energy but starts a fresh counter.
 pub struct Target {
-    energy: Arc<dyn Energy>,
+    kind: Kind,
     calls: AtomicU64,
+}
+
+/// What evaluates a target's log p: a per-configuration Rust kernel or a whole-batch callee.
+#[derive(Clone)]
+enum Kind {
+    Kernel(Arc<dyn Energy>),
+    Batch(Arc<dyn BatchEnergy>),
 }
 
 impl Clone for Target {
     fn clone(&self) -> Self {
         Self {
-            energy: Arc::clone(&self.energy),
+            kind: self.kind.clone(),
             calls: AtomicU64::new(0),
         }
     }
@@ -204,12 +214,45 @@ pub const BUILT_IN: &[(&str, &str)] = &[
 ];
 
 impl Target {
-    /// Wrap an energy.
+    /// Wrap a per-configuration energy kernel.
     pub fn new(energy: impl Energy + 'static) -> Self {
+        Self::from_kernel(Arc::new(energy))
+    }
+
+    /// Wrap a shared per-configuration energy kernel.
+    pub fn from_kernel(energy: Arc<dyn Energy>) -> Self {
         Self {
-            energy: Arc::new(energy),
+            kind: Kind::Kernel(energy),
             calls: AtomicU64::new(0),
         }
+    }
+
+    /// Wrap an energy evaluated on whole batches ([`batch`] module docs): a Python function, a
+    /// model on an accelerator. Fails for `dim() == 0` or a particle shape that does not match
+    /// `dim()`.
+    pub fn from_batch(energy: Arc<dyn BatchEnergy>) -> Result<Self> {
+        let dim = energy.dim();
+        if dim == 0 || energy.max_rows() == 0 {
+            return Err(Error::Config(format!(
+                "target {}: dim and max_rows must be positive",
+                energy.name()
+            )));
+        }
+        if let Some(p) = energy.particles() {
+            if p.n_particles * p.spatial_dim != dim || p.n_particles < 2 || p.spatial_dim == 0 {
+                return Err(Error::Config(format!(
+                    "target {}: {} particles × {} spatial dimensions does not match dim {dim} \
+                     (needs at least 2 particles)",
+                    energy.name(),
+                    p.n_particles,
+                    p.spatial_dim
+                )));
+            }
+        }
+        Ok(Self {
+            kind: Kind::Batch(energy),
+            calls: AtomicU64::new(0),
+        })
     }
 
     /// A built-in target by name: `gmm40`, `dw4`, `lj13`, `lj55`, or `ljN` for any N ≥ 2.
@@ -239,21 +282,44 @@ impl Target {
         }
     }
 
-    /// The underlying per-configuration kernel.
-    pub fn energy(&self) -> &dyn Energy {
-        self.energy.as_ref()
+    /// The per-configuration kernel, for targets that have one (`None` for a [`BatchEnergy`]).
+    pub fn kernel(&self) -> Option<&dyn Energy> {
+        match &self.kind {
+            Kind::Kernel(e) => Some(e.as_ref()),
+            Kind::Batch(_) => None,
+        }
+    }
+    /// The whole-batch energy, for targets made with [`Target::from_batch`].
+    pub fn batch_energy(&self) -> Option<&dyn BatchEnergy> {
+        match &self.kind {
+            Kind::Kernel(_) => None,
+            Kind::Batch(b) => Some(b.as_ref()),
+        }
+    }
+    /// The target as a Gaussian mixture, where it is one (per-mode metrics).
+    pub fn as_mixture(&self) -> Option<&Gmm> {
+        self.kernel().and_then(|e| e.as_mixture())
     }
     /// Target name.
     pub fn name(&self) -> String {
-        self.energy.name()
+        match &self.kind {
+            Kind::Kernel(e) => e.name(),
+            Kind::Batch(b) => b.name(),
+        }
     }
     /// Coordinates per configuration.
     pub fn dim(&self) -> usize {
-        self.energy.dim()
+        match &self.kind {
+            Kind::Kernel(e) => e.dim(),
+            Kind::Batch(b) => b.dim(),
+        }
     }
     /// Particle structure, for n-body targets.
     pub fn particles(&self) -> Option<ParticleShape> {
-        self.energy.particles()
+        match &self.kind {
+            Kind::Kernel(e) => e.particles(),
+            Kind::Batch(b) => b.particles(),
+        }
     }
 
     /// Total number of configurations evaluated through this target (every log p or
@@ -296,7 +362,23 @@ impl Target {
             )));
         }
         let dim = self.dim();
-        let energy = self.energy.as_ref();
+        let energy = match &self.kind {
+            Kind::Kernel(e) => e.as_ref(),
+            Kind::Batch(b) => {
+                let xs: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+                let mut lp = vec![0.0f64; n];
+                let invalid = self.eval_rows(b.as_ref(), &xs, &mut lp, None)?;
+                for (o, &l) in logp.iter_mut().zip(&lp) {
+                    *o = l as f32; // −inf stays −inf; an f64 beyond f32 range becomes ±inf
+                }
+                let extra = to_f32_validity(logp, None, dim);
+                self.add_calls(n as u64);
+                return Ok(BatchReport {
+                    evaluated: n,
+                    invalid: invalid + extra,
+                });
+            }
+        };
         let invalid = x
             .par_chunks(dim)
             .zip(logp.par_iter_mut())
@@ -343,7 +425,27 @@ impl Target {
             )));
         }
         let dim = self.dim();
-        let energy = self.energy.as_ref();
+        let energy = match &self.kind {
+            Kind::Kernel(e) => e.as_ref(),
+            Kind::Batch(b) => {
+                let xs: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+                let mut lp = vec![0.0f64; n];
+                let mut gs = vec![0.0f64; x.len()];
+                let invalid = self.eval_rows(b.as_ref(), &xs, &mut lp, Some(&mut gs))?;
+                for (o, &l) in logp.iter_mut().zip(&lp) {
+                    *o = l as f32;
+                }
+                for (o, &g) in grad.iter_mut().zip(&gs) {
+                    *o = g as f32;
+                }
+                let extra = to_f32_validity(logp, Some(grad), dim);
+                self.add_calls(n as u64);
+                return Ok(BatchReport {
+                    evaluated: n,
+                    invalid: invalid + extra,
+                });
+            }
+        };
         let invalid = x
             .par_chunks(dim)
             .zip(logp.par_iter_mut())
@@ -408,7 +510,17 @@ impl Target {
             )));
         }
         let n = logp.len();
-        let energy = self.energy.as_ref();
+        let energy = match &self.kind {
+            Kind::Kernel(e) => e.as_ref(),
+            Kind::Batch(b) => {
+                let invalid = self.eval_rows(b.as_ref(), x, logp, Some(grad))?;
+                self.add_calls(n as u64);
+                return Ok(BatchReport {
+                    evaluated: n,
+                    invalid,
+                });
+            }
+        };
         let invalid = x
             .par_chunks(BLOCK * dim)
             .zip(logp.par_chunks_mut(BLOCK))
@@ -439,6 +551,125 @@ impl Target {
             invalid,
         })
     }
+}
+
+impl Target {
+    /// log p in f64 for a batch `x` of shape `[N, dim]` (row-major): the energy's own log p per
+    /// configuration (the values `log_prob_batch` rounds to f32), or whole-batch calls. The
+    /// validity rule applies (invalid ⇔ −inf). Multi-threaded; counts `N` calls.
+    pub fn log_prob_batch_f64(&self, x: &[f64], logp: &mut [f64]) -> Result<BatchReport> {
+        let dim = self.dim();
+        if !x.len().is_multiple_of(dim) || logp.len() * dim != x.len() {
+            return Err(Error::Shape(format!(
+                "f64 batch: {} values and {} log p entries for dimension {dim}",
+                x.len(),
+                logp.len()
+            )));
+        }
+        let n = logp.len();
+        let invalid = match &self.kind {
+            Kind::Batch(b) => self.eval_rows(b.as_ref(), x, logp, None)?,
+            Kind::Kernel(e) => x
+                .par_chunks(dim)
+                .zip(logp.par_iter_mut())
+                .with_min_len(64)
+                .map(|(xi, out)| {
+                    let lp = e.log_prob(xi);
+                    *out = if lp.is_finite() {
+                        lp
+                    } else {
+                        f64::NEG_INFINITY
+                    };
+                    usize::from(!lp.is_finite())
+                })
+                .sum(),
+        };
+        self.add_calls(n as u64);
+        Ok(BatchReport {
+            evaluated: n,
+            invalid,
+        })
+    }
+
+    /// Evaluate a [`BatchEnergy`] on row-major f64 configurations `x` in calls of at most
+    /// `max_rows` rows (and of at most one call's share per worker thread, so a callee that
+    /// releases locks while it computes — numpy, PyTorch — runs on all threads), then apply the
+    /// validity rule. Does not count calls. Returns the number of invalid configurations.
+    pub(crate) fn eval_rows(
+        &self,
+        b: &dyn BatchEnergy,
+        x: &[f64],
+        lp: &mut [f64],
+        grad: Option<&mut [f64]>,
+    ) -> Result<usize> {
+        let dim = b.dim();
+        let n = lp.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        // one call per thread, but no call under MIN_CALL_ROWS rows unless the batch is smaller
+        const MIN_CALL_ROWS: usize = 4096;
+        let threads = rayon::current_num_threads().max(1);
+        let rows = n
+            .div_ceil(threads)
+            .max(MIN_CALL_ROWS.min(n))
+            .min(b.max_rows())
+            .max(1);
+        match grad {
+            Some(grad) => {
+                x.par_chunks(rows * dim)
+                    .zip(lp.par_chunks_mut(rows))
+                    .zip(grad.par_chunks_mut(rows * dim))
+                    .with_max_len(1)
+                    .try_for_each(|((xc, lc), gc)| b.log_prob_grad_rows(xc, lc, gc))?;
+                Ok(lp
+                    .iter_mut()
+                    .zip(grad.chunks_mut(dim))
+                    .map(|(l, g)| usize::from(!batch::apply_validity(l, g)))
+                    .sum())
+            }
+            None => {
+                x.par_chunks(rows * dim)
+                    .zip(lp.par_chunks_mut(rows))
+                    .with_max_len(1)
+                    .try_for_each(|(xc, lc)| b.log_prob_rows(xc, lc))?;
+                Ok(lp
+                    .iter_mut()
+                    .map(|l| usize::from(!batch::apply_validity(l, &mut [])))
+                    .sum())
+            }
+        }
+    }
+}
+
+/// After an f64 → f32 conversion: rows whose log p or gradient left f32's range (±inf) become
+/// invalid (log p −inf, gradient 0), as the kernel path does. Returns how many rows newly
+/// became invalid (those already at −inf are not counted again).
+fn to_f32_validity(logp: &mut [f32], grad: Option<&mut [f32]>, dim: usize) -> usize {
+    let mut extra = 0;
+    match grad {
+        Some(grad) => {
+            for (l, g) in logp.iter_mut().zip(grad.chunks_mut(dim)) {
+                if *l == f32::NEG_INFINITY {
+                    continue;
+                }
+                if !(l.is_finite() && g.iter().all(|v| v.is_finite())) {
+                    *l = f32::NEG_INFINITY;
+                    g.fill(0.0);
+                    extra += 1;
+                }
+            }
+        }
+        None => {
+            for l in logp.iter_mut() {
+                if *l != f32::NEG_INFINITY && !l.is_finite() {
+                    *l = f32::NEG_INFINITY;
+                    extra += 1;
+                }
+            }
+        }
+    }
+    extra
 }
 
 #[inline]
@@ -538,7 +769,7 @@ mod tests {
         use crate::rng::NormalStream;
         for name in ["gmm40", "dw4", "lj13", "lj5"] {
             let t = Target::by_name(name).unwrap();
-            let e = t.energy();
+            let e = t.kernel().unwrap();
             let dim = e.dim();
             let scale = if name == "gmm40" { 20.0 } else { 1.2 };
             for (b, n) in [1usize, 7, 63, 64, 65, 130].into_iter().enumerate() {

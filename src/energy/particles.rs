@@ -39,6 +39,17 @@ pub fn remove_mean(x: &mut [f32], shape: ParticleShape) {
     }
 }
 
+/// Remove the centroid of one f64 configuration `x` (`dim` values), in place.
+pub fn remove_mean_f64(x: &mut [f64], p: ParticleShape) {
+    let (n, d) = (p.n_particles, p.spatial_dim);
+    for k in 0..d {
+        let mean = (0..n).map(|i| x[i * d + k]).sum::<f64>() / n as f64;
+        for i in 0..n {
+            x[i * d + k] -= mean;
+        }
+    }
+}
+
 /// Interatomic distances |x_i − x_j| for i < j (row-major over i, then j) of every configuration
 /// of the batch `x` (`[N, dim]`). Returns `[N, n_pairs]`.
 pub fn interatomic_distances(x: &[f32], shape: ParticleShape) -> Result<Vec<f32>> {

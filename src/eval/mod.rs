@@ -36,6 +36,7 @@
 //! first, as above.
 
 pub mod aligned;
+pub mod grid;
 pub mod histogram;
 pub mod ot;
 
@@ -161,7 +162,7 @@ pub fn evaluate_with(
             -er.iter().sum::<f64>() / er.len() as f64,
         );
     }
-    if let Some(g) = target.energy().as_mixture() {
+    if let Some(g) = target.as_mixture() {
         let mut counts = vec![0usize; g.n_modes()];
         let mut x = vec![0.0f64; dim];
         for row in samples.chunks_exact(dim) {

@@ -8,6 +8,7 @@ use rand::RngExt;
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
+pub use crate::energy::particles::remove_mean_f64;
 use crate::energy::{ParticleShape, Target};
 use crate::error::{Error, Result};
 use crate::rng::{stream, Rng};
@@ -107,15 +108,4 @@ pub fn evaluate(target: &Target, x: &[f64], lp: &mut [f64], grad: &mut [f64]) ->
             .for_each(|g| remove_mean_f64(g, p));
     }
     Ok(())
-}
-
-/// Remove the mean over particles of one configuration (f64).
-pub fn remove_mean_f64(x: &mut [f64], p: ParticleShape) {
-    let (n, d) = (p.n_particles, p.spatial_dim);
-    for k in 0..d {
-        let mean = (0..n).map(|i| x[i * d + k]).sum::<f64>() / n as f64;
-        for i in 0..n {
-            x[i * d + k] -= mean;
-        }
-    }
 }
