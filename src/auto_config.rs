@@ -19,10 +19,10 @@
 //! * **clip** = 2 × the RMS norm of ∇log p per clipping group (a particle, or the whole vector)
 //!   in network coordinates, for the DEM target and for the sampler.
 //!
-//! The rest comes from the preset of the target's kind: `gmm-idem` (MLP 3 × 128, K = 500,
-//! B = 512, λ(t) = h + 10⁻³) for plain vectors, `dw4-fast` (EGNN 3 × 64, K = 1000, B = 256,
+//! The rest comes from the preset of the target's kind: `gmm-idem` (MLP 3 × 128, λ(t) = h + 10⁻³)
+//! with B = 256, K = 400 and 100 SDE steps per epoch for plain vectors, `dw4-fast` (EGNN 3 × 64, K = 1000, B = 256,
 //! λ = 1) for particle systems, both with the model-guided proposal, and a budget of
-//! [`AUTO_EPOCHS`] epochs. Every choice is recorded in the run's `config.toml`; the probe's
+//! [`AUTO_EPOCHS`] epochs with an EMA of decay [`AUTO_EMA_DECAY`]. Every choice is recorded in the run's `config.toml`; the probe's
 //! figures in `probe.json`. Any setting can still be overridden.
 
 use serde::Serialize;
@@ -34,8 +34,13 @@ use crate::error::{Error, Result};
 use crate::mcmc::{self, Init, Kernel, McmcConfig};
 use crate::noise_schedule::NoiseSchedule;
 
-/// Epochs of an automatically configured run (100 steps each).
-pub const AUTO_EPOCHS: usize = 120;
+/// Epochs of an automatically configured run (100 steps each). On Müller–Brown 60 and 120 epochs
+/// gave the same basin weights (docs/muller-brown.md).
+pub const AUTO_EPOCHS: usize = 60;
+/// EMA decay of an automatically configured run: 0.99 averages the last ~100 steps; the presets'
+/// 0.999 lags ~1000 steps, a sixth of a 60-epoch run (its EMA samples were further off than the
+/// raw weights', docs/muller-brown.md).
+pub const AUTO_EMA_DECAY: f64 = 0.99;
 
 /// What the probe measured (module docs), in the target's units.
 #[derive(Clone, Debug, Serialize)]
@@ -180,11 +185,27 @@ pub fn from_probe(target: &Target, probe: &Probe, seed: u64) -> Result<TrainConf
     cfg.seed = seed;
     cfg.mode = Mode::Idem;
     cfg.epochs = AUTO_EPOCHS;
+    cfg.ema_decay = AUTO_EMA_DECAY;
+    if !particles {
+        // a budget for user energies that cost more per call than the built-ins (a numpy
+        // function: ~0.3 µs per 2-D configuration here): B·K = 102 400 configurations per step,
+        // a quarter of gmm-idem's, and 100 SDE steps per epoch's buffer generation; on
+        // Müller–Brown the same basin weights and TV as B = 512, K = 500 (docs/muller-brown.md)
+        cfg.batch_size = 256;
+        cfg.num_mc_samples = 400;
+        cfg.sde.steps = 100;
+    }
     cfg.data_scale = data_scale;
     cfg.schedule = NoiseSchedule::geometric(1e-5 * sigma_max, sigma_max)?;
     cfg.dem_blend_sigma = probe.sigma_b / data_scale;
     cfg.dem_guided = true;
     cfg.max_score_norm = clip;
+    // the sampler's prior on the target's mean (vectors; particle systems are mean-free)
+    cfg.prior_mean = if particles {
+        Vec::new()
+    } else {
+        probe.mean.iter().map(|m| m / data_scale).collect()
+    };
     cfg.sde.max_score_norm = Some(clip);
     cfg.validation = String::new();
     cfg.with_overrides(&[])
@@ -218,6 +239,30 @@ mod tests {
         assert!((cfg.data_scale - 1.1 * p.extent).abs() < 1e-9);
         assert!((cfg.dem_blend_sigma - p.sigma_b / cfg.data_scale).abs() < 1e-12);
         assert!(cfg.max_score_norm > 0.0 && cfg.epochs == AUTO_EPOCHS);
+        // the sampler's prior sits on the target's mean
+        assert!((cfg.prior_mean[0] - p.mean[0] / cfg.data_scale).abs() < 1e-12);
+        let model =
+            crate::model::ScoreModel::with_target(&cfg, t.clone(), &candle_core::Device::Cpu)
+                .unwrap();
+        let x = model
+            .generate(
+                400,
+                3,
+                &crate::reverse_sde::SdeConfig {
+                    steps: 50,
+                    ..cfg.sde.clone()
+                },
+                400,
+            )
+            .unwrap();
+        // an untrained network: samples spread around the prior's mean (≈ 3), not the origin
+        let m0 = x.chunks(2).map(|r| f64::from(r[0])).sum::<f64>() / 400.0;
+        assert!((m0 - 3.0).abs() < 1.0, "{m0}");
+        let bad = cfg.with_overrides(&["prior_mean=[1.0]".into()]).unwrap();
+        assert!(
+            crate::model::ScoreModel::with_target(&bad, t.clone(), &candle_core::Device::Cpu)
+                .is_err()
+        );
         // a hint sets the extent
         let (cfg2, p2) = auto_config(&t, Some(10.0), 1).unwrap();
         assert_eq!(p2.scale_hint, Some(10.0));
@@ -231,6 +276,7 @@ mod tests {
         let (cfg, p) = auto_config(&t, None, 0).unwrap();
         assert!(matches!(cfg.net, crate::net::NetConfig::Egnn(_)));
         assert_eq!(cfg.data_scale, 1.0);
+        assert!(cfg.prior_mean.is_empty());
         // DW-4's particles sit ~2 from their centroid (pair distance ~4)
         assert!((1.5..5.0).contains(&p.extent), "{p:?}");
         assert!((cfg.schedule.sigma(1.0) - p.extent).abs() < 1e-6 * p.extent);

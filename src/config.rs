@@ -93,6 +93,11 @@ pub struct TrainConfig {
     /// 0 = the reference's estimator S_K.
     #[serde(default)]
     pub dem_blend_sigma: f64,
+    /// Mean of the sampler's prior N(m, h(1)I) in network coordinates (empty: the origin, as the
+    /// reference). The noised target p ∗ N(0, h(1)I) is centred on the target's mean, not on the
+    /// origin; the automatic configuration sets m to the probe's mean (vector targets).
+    #[serde(default)]
+    pub prior_mean: Vec<f64>,
     /// Draw the DEM target's noise from the model-guided proposal N(h·s_θ(x, t), hI), reweighted
     /// (`dem_target` module docs); false = the reference's N(0, hI).
     #[serde(default)]
@@ -286,6 +291,9 @@ impl TrainConfig {
                 "final_stage_diffusion_scale must be ≥ 0 and finite (0 = sde.diffusion_scale)",
             );
         }
+        if self.prior_mean.iter().any(|v| !v.is_finite()) {
+            return bad("prior_mean must be finite");
+        }
         if self.buffer_capacity == 0 || self.eval_every == 0 {
             return bad("buffer_capacity and eval_every must be positive");
         }
@@ -305,6 +313,7 @@ fn optional_key(k: &str) -> bool {
             | "final_stage_max_score_norm"
             | "final_stage_num_mc_samples"
             | "final_stage_diffusion_scale"
+            | "prior_mean"
     )
 }
 

@@ -14,6 +14,16 @@ use crate::noise_schedule::NoiseSchedule;
 use crate::reverse_sde::{self, SdeConfig};
 use crate::rng::stream;
 
+/// `x` (rows of `mean.len()` values) plus `mean` per row; `x` itself when `mean` is empty.
+pub fn shifted(x: &[f32], mean: &[f64]) -> Vec<f32> {
+    if mean.is_empty() {
+        return x.to_vec();
+    }
+    x.chunks(mean.len())
+        .flat_map(|r| r.iter().zip(mean).map(|(&v, &m)| (f64::from(v) + m) as f32))
+        .collect()
+}
+
 /// The configuration saved in a run directory (`config.toml`).
 pub fn read_run_config(run: &Path) -> Result<TrainConfig> {
     let cfg_path = run.join("config.toml");
@@ -22,6 +32,24 @@ pub fn read_run_config(run: &Path) -> Result<TrainConfig> {
         msg: format!("not a run directory (cannot read its configuration): {e}"),
     })?;
     TrainConfig::from_toml(&text)
+}
+
+/// The target of the run in `dir`: `given` (checked to be the one the run was trained on), or the
+/// built-in target the configuration names (an error naming the run for a user's target).
+pub fn run_target(cfg: &TrainConfig, dir: &Path, given: Option<Target>) -> Result<Target> {
+    let target = match given {
+        Some(t) => t,
+        None => Target::by_name(&cfg.target).map_err(|_| {
+            Error::Config(format!(
+                "the run in {} was trained on `{}`, which is not a built-in target: pass that \
+                 target to load or resume it",
+                dir.display(),
+                cfg.target
+            ))
+        })?,
+    };
+    check_target(cfg, &target)?;
+    Ok(target)
 }
 
 /// A target given for a run must be the one it was trained on: same name.
@@ -56,6 +84,20 @@ impl ScoreModel {
     /// A freshly initialised model of any target, e.g. a user's [`crate::energy::BatchEnergy`]
     /// or [`crate::Energy`] (`cfg.target` is then just its name).
     pub fn with_target(cfg: &TrainConfig, target: Target, device: &Device) -> Result<Self> {
+        if !cfg.prior_mean.is_empty()
+            && (cfg.prior_mean.len() != target.dim() || target.particles().is_some())
+        {
+            return Err(Error::Config(format!(
+                "prior_mean has {} values for a {}-dimensional target{}",
+                cfg.prior_mean.len(),
+                target.dim(),
+                if target.particles().is_some() {
+                    " (particle systems are mean-free: leave it empty)"
+                } else {
+                    ""
+                }
+            )));
+        }
         let mut params = Params::new(device);
         let net = Net::new(
             &mut params,
@@ -90,18 +132,7 @@ impl ScoreModel {
         device: &Device,
     ) -> Result<Self> {
         let cfg = read_run_config(run)?;
-        let target = match target {
-            Some(t) => t,
-            None => Target::by_name(&cfg.target).map_err(|_| {
-                Error::Config(format!(
-                    "the run in {} was trained on `{}`, which is not a built-in target: pass \
-                     that target to load it",
-                    run.display(),
-                    cfg.target
-                ))
-            })?,
-        };
-        check_target(&cfg, &target)?;
+        let target = run_target(&cfg, run, target)?;
         let model = Self::with_target(&cfg, target, device)?;
         let tensors = checkpoint::load(&run.join(file), device)?;
         let prefix = if cfg.ema_decay > 0.0 { "ema." } else { "net." };
@@ -143,11 +174,14 @@ impl ScoreModel {
         let target = &self.target;
         let mut out = Vec::with_capacity(n * dim);
         let mut b = 0u64;
+        // a prior N(m, h(1)I): the SDE runs on x − m (same dynamics, shifted), m added back
+        let shift = |x: &[f32]| -> Vec<f32> { shifted(x, &self.cfg.prior_mean) };
         while out.len() < n * dim {
             let m = batch.min(n - out.len() / dim);
-            let mut score = |x: &[f32], t: f32| self.score(x, t);
+            let mut score = |x: &[f32], t: f32| self.score(&shift(x), t);
             // ∇_y log p(s·y) = s·∇log p(s·y) for the negative-time steps
             let mut grad = |x: &[f32]| -> Result<Vec<f32>> {
+                let x = shift(x);
                 let xd: Vec<f32> = x.iter().map(|v| (f64::from(*v) * scale) as f32).collect();
                 let mut lp = vec![0.0f32; m];
                 let mut g = vec![0.0f32; x.len()];
@@ -164,7 +198,7 @@ impl ScoreModel {
                 self.target.particles(),
                 crate::rng::mix64(seed ^ b.wrapping_mul(0x9E37_79B9)),
             )?;
-            out.extend_from_slice(&xs);
+            out.extend_from_slice(&shift(&xs));
             b += 1;
         }
         Ok(out)

@@ -162,18 +162,7 @@ impl Trainer {
         device: &Device,
     ) -> Result<Self> {
         let cfg = crate::model::read_run_config(dir)?.with_overrides(overrides)?;
-        let target = match target {
-            Some(t) => t,
-            None => Target::by_name(&cfg.target).map_err(|_| {
-                Error::Config(format!(
-                    "the run in {} was trained on `{}`, which is not a built-in target: pass \
-                     that target to resume it",
-                    dir.display(),
-                    cfg.target
-                ))
-            })?,
-        };
-        crate::model::check_target(&cfg, &target)?;
+        let target = crate::model::run_target(&cfg, dir, target)?;
         npy::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
         let mut t = Self::build(&cfg, target, dir, device)?;
         let ck = dir.join("checkpoint.safetensors");
@@ -290,7 +279,7 @@ impl Trainer {
         if let Some(p) = self.model.target.particles() {
             remove_mean(&mut x, p);
         }
-        x
+        crate::model::shifted(&x, &self.cfg().prior_mean)
     }
 
     /// DEM targets at network-coordinate points `x`, times `t`, in network coordinates;
@@ -335,13 +324,15 @@ impl Trainer {
                     ..self.cfg().sde.clone()
                 };
                 let mut k = 0usize;
+                let mean = self.cfg().prior_mean.clone();
                 let mut score = |x: &[f32], t: f32| {
                     k += 1;
+                    let x = crate::model::shifted(x, &mean);
                     Ok(self
-                        .dem_targets(x, &vec![t; x.len() / dim], None, seed ^ k as u64)?
+                        .dem_targets(&x, &vec![t; x.len() / dim], None, seed ^ k as u64)?
                         .0)
                 };
-                reverse_sde::generate(
+                let xs = reverse_sde::generate(
                     &mut score,
                     None,
                     &self.cfg().schedule,
@@ -350,7 +341,8 @@ impl Trainer {
                     dim,
                     self.model.target.particles(),
                     seed,
-                )?
+                )?;
+                crate::model::shifted(&xs, &self.cfg().prior_mean)
             }
         };
         self.buffer.push(&xs)

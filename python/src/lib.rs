@@ -516,7 +516,9 @@ fn score<'py>(
     target: Option<&PyTarget>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     if !(0.0..=1.0).contains(&t) {
-        return Err(PyValueError::new_err(format!("t must be in [0, 1], got {t}")));
+        return Err(PyValueError::new_err(format!(
+            "t must be in [0, 1], got {t}"
+        )));
     }
     let tt = target.map(|t| t.target.clone());
     let xs = x.as_array().iter().copied().collect::<Vec<f64>>();
@@ -525,7 +527,9 @@ fn score<'py>(
         let model = ScoreModel::load_with(&dir, file, tt, &candle_core::Device::Cpu)?;
         let dim = model.target.dim();
         if xs.len() != n * dim {
-            return Err(Error::Shape(format!("expected configurations of shape (N, {dim})")));
+            return Err(Error::Shape(format!(
+                "expected configurations of shape (N, {dim})"
+            )));
         }
         let s = model.scale();
         let xn: Vec<f32> = xs.iter().map(|v| (v / s) as f32).collect();
