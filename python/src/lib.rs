@@ -108,25 +108,11 @@ fn read_f64(obj: &Bound<'_, PyAny>, shape: &[usize], out: &mut [f64]) -> Result<
             .map(|s| s.to_string())
             .unwrap_or_else(|_| "object".into())
     };
-    if let Ok(a) = obj.cast::<numpy::PyArrayDyn<f64>>() {
-        if a.shape() != shape {
-            return Err(format!("got shape {:?}", a.shape()));
-        }
-        let r = a.readonly();
-        for (o, v) in out.iter_mut().zip(r.as_array().iter()) {
-            *o = *v;
-        }
-        return Ok(());
+    if let Some(r) = copy_as_f64::<f64>(obj, shape, out) {
+        return r;
     }
-    if let Ok(a) = obj.cast::<numpy::PyArrayDyn<f32>>() {
-        if a.shape() != shape {
-            return Err(format!("got shape {:?}", a.shape()));
-        }
-        let r = a.readonly();
-        for (o, v) in out.iter_mut().zip(r.as_array().iter()) {
-            *o = f64::from(*v);
-        }
-        return Ok(());
+    if let Some(r) = copy_as_f64::<f32>(obj, shape, out) {
+        return r;
     }
     if let Ok(a) = obj.cast::<numpy::PyUntypedArray>() {
         let dt = a.dtype().str().map(|s| s.to_string()).unwrap_or_default();
@@ -136,6 +122,24 @@ fn read_f64(obj: &Bound<'_, PyAny>, shape: &[usize], out: &mut [f64]) -> Result<
         ));
     }
     Err(format!("got a {}", describe(obj)))
+}
+
+/// If `obj` is a numpy array of element type `T`: copy it into `out` when its shape is `shape`
+/// (else describe the shape); `None` for any other object.
+fn copy_as_f64<T: numpy::Element + Copy + Into<f64>>(
+    obj: &Bound<'_, PyAny>,
+    shape: &[usize],
+    out: &mut [f64],
+) -> Option<Result<(), String>> {
+    let a = obj.cast::<numpy::PyArrayDyn<T>>().ok()?;
+    if a.shape() != shape {
+        return Some(Err(format!("got shape {:?}", a.shape())));
+    }
+    let r = a.readonly();
+    for (o, v) in out.iter_mut().zip(r.as_array().iter()) {
+        *o = (*v).into();
+    }
+    Some(Ok(()))
 }
 
 impl BatchEnergy for PyEnergy {
