@@ -8,7 +8,7 @@
 //! Prints the run's wall time and energy calls, then the 2-D histogram TV of 10 000 samples
 //! against the exact density (40 × 40 bins) beside the floor of 10 000 exact samples, and each
 //! basin's weight beside the samples' fraction (the same figures as
-//! `python/examples/muller_brown.py`).
+//! `examples/muller_brown.py`).
 
 use std::path::PathBuf;
 

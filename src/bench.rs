@@ -110,6 +110,16 @@ pub struct TargetResult {
     /// Unordered particle pairs i<j evaluated per second, for pair-potential targets.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pair_terms_per_s: Option<f64>,
+    /// For Lennard-Jones: the kernel's GFLOP/s over the whole estimate (pairs ×
+    /// [`LJ_FLOPS_PER_PAIR`] / time, so noise, weights and accumulation count as time spent at 0
+    /// flops) and its fraction of the machine's FMA peak ([`fma_peak_gflops`], measured before
+    /// the case).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lj_gflops: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fma_peak_gflops: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fraction_of_fma_peak: Option<f64>,
     pub reference_ms: f64,
     /// reference_ms / ms.
     pub speedup: f64,
@@ -147,6 +157,8 @@ pub fn bench_points(target: &Target, b: usize, seed: u64) -> Vec<f32> {
 /// Time one case.
 pub fn run_target_case(case: &TargetCase, repeats: usize, seed: u64) -> Result<TargetResult> {
     let target = Target::by_name(case.target)?;
+    let is_lj = case.target.starts_with("lj");
+    let peak = is_lj.then(|| fma_peak_gflops(5));
     let dem = DemTarget::new(case.schedule, case.k, None)?.with_blend(case.blend_sigma)?;
     let x = bench_points(&target, case.b, seed);
     let mut rng = stream(seed, 2);
@@ -162,16 +174,23 @@ pub fn run_target_case(case: &TargetCase, repeats: usize, seed: u64) -> Result<T
     times.sort_by(f64::total_cmp);
     let ms = times[times.len() / 2];
     let evals = (case.b * case.k) as f64;
+    let pairs_per_s = target
+        .particles()
+        .map(|p| evals * p.n_pairs() as f64 / (ms / 1e3));
+    let lj_gflops = pairs_per_s
+        .filter(|_| is_lj)
+        .map(|p| p * LJ_FLOPS_PER_PAIR / 1e9);
     Ok(TargetResult {
+        lj_gflops,
+        fma_peak_gflops: peak,
+        fraction_of_fma_peak: lj_gflops.zip(peak).map(|(g, p)| g / p),
         task: case.task.to_string(),
         b: case.b,
         k: case.k,
         ms,
         min_ms: times[0],
         evals_per_s: evals / (ms / 1e3),
-        pair_terms_per_s: target
-            .particles()
-            .map(|p| evals * p.n_pairs() as f64 / (ms / 1e3)),
+        pair_terms_per_s: pairs_per_s,
         reference_ms: case.reference_ms,
         speedup: case.reference_ms / ms,
         threads: rayon::current_num_threads(),
@@ -328,6 +347,45 @@ pub fn gemm_gflops(h: usize, repeats: usize) -> f64 {
     let flops = 2.0 * (GEMM_ROWS * h * h) as f64 * (per_thread * threads) as f64;
     flops / (ms * 1e6)
 }
+
+/// The machine's f32 FMA peak in GFLOP/s on all threads of the pool (an FMA counts 2 flops):
+/// every thread runs 12 independent chains of 8-lane fused multiply-adds (enough to cover the
+/// FMA units' latency × throughput), compiled for the best instruction set the CPU has. Median
+/// of `repeats`.
+pub fn fma_peak_gflops(repeats: usize) -> f64 {
+    use rayon::prelude::*;
+    const CHAINS: usize = 12;
+    const LANES: usize = 8;
+    const ITERS: usize = 1 << 20;
+    let threads = rayon::current_num_threads();
+    let (ms, _) = median_ms(repeats, || {
+        (0..threads).into_par_iter().for_each(|i| {
+            let seed = std::hint::black_box(1.0 + i as f32 * 1e-3);
+            let r = crate::multiversion!((seed: f32) -> f32 {
+                let mut acc = [[seed; LANES]; CHAINS];
+                let (a, b) = (std::hint::black_box(0.999_999f32), std::hint::black_box(1e-7f32));
+                for _ in 0..ITERS {
+                    for chain in acc.iter_mut() {
+                        for v in chain.iter_mut() {
+                            *v = v.mul_add(a, b);
+                        }
+                    }
+                }
+                acc.iter().flatten().sum()
+            });
+            std::hint::black_box(r);
+        });
+        Ok(())
+    })
+    .expect("cannot fail");
+    let flops = 2.0 * (CHAINS * LANES * ITERS * threads) as f64;
+    flops / (ms * 1e6)
+}
+
+/// Floating-point operations of the Lennard-Jones block kernel per pair and configuration:
+/// distance 3 subtractions + 3 FMAs (9), (r_m/d)² one division (1), s³ and s⁶ (3), the log p term
+/// (3), the force coefficient (3), the gradient 3 × (subtraction, product, two updates) (12).
+pub const LJ_FLOPS_PER_PAIR: f64 = 31.0;
 
 fn median_ms(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, usize)> {
     f()?; // warm-up

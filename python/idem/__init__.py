@@ -93,6 +93,7 @@ class Target:
         particles: Optional[Tuple[int, int]] = None,
         name: str = "custom",
         batch_size: Optional[int] = None,
+        concurrent: bool = True,
     ) -> "Target":
         """A target from your own function.
 
@@ -100,7 +101,12 @@ class Target:
         ∇log p ``[B, dim]`` as numpy float arrays (float64 preferred; float32 is accepted). log p
         may be unnormalised. idem calls ``f`` with whole blocks — the DEM target's B × K Monte-Carlo
         configurations in a few calls, up to ``batch_size`` rows each (default 2**20) — and counts
-        every configuration as one energy call. Rows whose log p or gradient is NaN or ±inf are
+        every configuration as one energy call. With ``concurrent=True`` (the default) a batch is
+        split into one call per worker thread, run at once: numpy releases the GIL inside each
+        operation on a large array, so both cores work. Pass ``concurrent=False`` when ``f`` makes
+        many small numpy operations (a loop over chunks: two threads then mostly wait for the GIL)
+        or threads itself (PyTorch, JAX): calls then come one at a time, and idem draws and
+        accumulates the DEM target's other samples while ``f`` runs. Rows whose log p or gradient is NaN or ±inf are
         invalid configurations (weight 0, as for built-in targets). An exception raised by ``f``
         stops whatever idem was doing and is re-raised with its traceback; a training run keeps
         its last checkpoint.
@@ -122,7 +128,9 @@ class Target:
             raise ValueError("from_function needs dim=… (or particles=(n, spatial_dim))")
         if not callable(f):
             raise TypeError("f must be callable: f(x[B, dim]) -> (log_p[B], grad[B, dim])")
-        return cls._wrap(_idem._Target.from_function(f, int(dim), str(name), particles, batch_size))
+        return cls._wrap(
+            _idem._Target.from_function(f, int(dim), str(name), particles, batch_size, bool(concurrent))
+        )
 
     @classmethod
     def from_torch(
@@ -137,9 +145,12 @@ class Target:
         dtype: Any = None,
     ) -> "Target":
         """A target from a PyTorch function ``log_prob(x: Tensor[B, dim]) -> Tensor[B]``; the
-        gradient comes from autograd (see :func:`torch_function`)."""
+        gradient comes from autograd (see :func:`torch_function`). Calls come one at a time
+        (PyTorch threads inside each)."""
         f = torch_function(log_prob, device=device, dtype=dtype)
-        return cls.from_function(f, dim, particles=particles, name=name, batch_size=batch_size)
+        return cls.from_function(
+            f, dim, particles=particles, name=name, batch_size=batch_size, concurrent=False
+        )
 
     @property
     def name(self) -> str:

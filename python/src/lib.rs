@@ -31,6 +31,7 @@ struct PyEnergy {
     dim: usize,
     particles: Option<ParticleShape>,
     max_rows: usize,
+    concurrent: bool,
     /// The first exception raised by `func` (or made from a bad return) since the last take.
     error: Mutex<Option<PyErr>>,
 }
@@ -155,6 +156,9 @@ impl BatchEnergy for PyEnergy {
     fn max_rows(&self) -> usize {
         self.max_rows
     }
+    fn concurrent_calls(&self) -> bool {
+        self.concurrent
+    }
     fn log_prob_grad_rows(&self, x: &[f64], lp: &mut [f64], grad: &mut [f64]) -> idem::Result<()> {
         self.call(x, lp, Some(grad))
     }
@@ -224,13 +228,14 @@ impl PyTarget {
 
     /// A target from a Python function (see the `idem.Target.from_function` docs).
     #[staticmethod]
-    #[pyo3(signature = (func, dim, name, particles=None, max_rows=None))]
+    #[pyo3(signature = (func, dim, name, particles=None, max_rows=None, concurrent=true))]
     fn from_function(
         func: Py<PyAny>,
         dim: usize,
         name: String,
         particles: Option<(usize, usize)>,
         max_rows: Option<usize>,
+        concurrent: bool,
     ) -> PyResult<Self> {
         let energy = Arc::new(PyEnergy {
             func,
@@ -241,6 +246,7 @@ impl PyTarget {
                 spatial_dim: d,
             }),
             max_rows: max_rows.unwrap_or(1 << 20),
+            concurrent,
             error: Mutex::new(None),
         });
         let target = Target::from_batch(energy.clone() as Arc<dyn BatchEnergy>)

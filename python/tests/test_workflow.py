@@ -57,6 +57,39 @@ def test_train_a_function_target_end_to_end(tmp_path):
         idem.train(t, overrides=TINY, out=out, progress=False)
 
 
+def test_one_call_at_a_time_trains_the_same_run(tmp_path):
+    """concurrent=False (for PyTorch or chunked numpy functions): calls never overlap, and the
+    run is the same as with concurrent calls (the DEM target's draws do not depend on how its
+    samples are grouped into calls)."""
+    import threading
+
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0, "calls": 0}
+
+    def watched(x):
+        with lock:
+            state["now"] += 1
+            state["calls"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            return two_wells(x)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    samples = []
+    for concurrent in (True, False):
+        t = idem.Target.from_function(
+            watched, dim=2, name="two-wells", batch_size=300, concurrent=concurrent
+        )
+        state.update(now=0, most=0, calls=0)
+        run = idem.train(t, overrides=TINY, out=tmp_path / f"run-{concurrent}", seed=3, progress=False)
+        if not concurrent:
+            assert state["most"] == 1 and state["calls"] > 10
+        samples.append(run.sample(200, seed=1))
+    np.testing.assert_array_equal(samples[0], samples[1])
+
+
 def test_exception_during_training_stops_with_it_and_keeps_the_checkpoint(tmp_path):
     state = {"calls": 0, "fail_after": None}
 

@@ -122,7 +122,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     rayon::current_num_threads()
                 );
                 println!(
-                    "{:6} {:>5} {:>6} {:>10} {:>10} {:>13} {:>15} {:>13} {:>9}",
+                    "(LJ: GFLOP/s of the pair kernel, {} flops per pair, over the whole estimate; peak: this host's f32 FMA GFLOP/s on the same threads, measured before the case)",
+                    idem::bench::LJ_FLOPS_PER_PAIR
+                );
+                println!(
+                    "{:9} {:>5} {:>6} {:>10} {:>10} {:>13} {:>15} {:>13} {:>9} {:>7} {:>7} {:>7}",
                     "task",
                     "B",
                     "K",
@@ -131,7 +135,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     "evals/s",
                     "pair terms/s",
                     "reference ms",
-                    "speedup"
+                    "speedup",
+                    "GF/s",
+                    "peak",
+                    "of peak"
                 );
             }
             for case in &cases {
@@ -139,8 +146,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 if *json {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
+                    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| {
+                        v.map(f).unwrap_or_else(|| "-".into())
+                    };
                     println!(
-                        "{:6} {:>5} {:>6} {:>10.1} {:>10.1} {:>13.3e} {:>15} {:>13.0} {:>8.0}x",
+                        "{:9} {:>5} {:>6} {:>10.1} {:>10.1} {:>13.3e} {:>15} {:>13.0} {:>8.0}x {:>7} {:>7} {:>7}",
                         r.task,
                         r.b,
                         r.k,
@@ -151,7 +161,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                             .map(|p| format!("{p:.3e}"))
                             .unwrap_or_else(|| "-".into()),
                         r.reference_ms,
-                        r.speedup
+                        r.speedup,
+                        opt(r.lj_gflops, &|g| format!("{g:.1}")),
+                        opt(r.fma_peak_gflops, &|g| format!("{g:.0}")),
+                        opt(r.fraction_of_fma_peak, &|f| format!("{:.0}%", 100.0 * f)),
                     );
                 }
             }

@@ -39,6 +39,14 @@ pub trait BatchEnergy: Send + Sync {
     fn max_rows(&self) -> usize {
         1 << 20
     }
+    /// Whether calls may run concurrently, one per worker thread (the default). Say `false` for a
+    /// callee that serialises calls or parallelises internally — a Python function (the GIL:
+    /// two numpy calls from two threads ran slower here than one call on the whole batch), a
+    /// PyTorch or GPU function — and every batch is evaluated in calls of `max_rows` rows, one
+    /// after another.
+    fn concurrent_calls(&self) -> bool {
+        true
+    }
     /// log p (`lp`, `[N]`) and ∇log p (`grad`, `[N, dim]` row-major) at the `N = lp.len()`
     /// configurations `x` (`[N, dim]` row-major). Values need not be finite (the caller applies
     /// the validity rule); an error stops the caller.
@@ -73,10 +81,13 @@ mod tests {
     use crate::error::Error;
 
     /// ½|x|² with NaN log p where x₀ > 1, an infinite gradient where x₀ < −1, an error where
-    /// x₀ > 100; records the largest call.
+    /// x₀ > 100; records the largest call and the most calls in flight at once.
     struct Probe {
         largest: AtomicUsize,
         calls: AtomicUsize,
+        concurrent: bool,
+        in_flight: AtomicUsize,
+        most_in_flight: AtomicUsize,
     }
     impl BatchEnergy for Probe {
         fn name(&self) -> String {
@@ -88,7 +99,21 @@ mod tests {
         fn max_rows(&self) -> usize {
             100
         }
+        fn concurrent_calls(&self) -> bool {
+            self.concurrent
+        }
         fn log_prob_grad_rows(&self, x: &[f64], lp: &mut [f64], g: &mut [f64]) -> Result<()> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            let r = self.eval(x, lp, g);
+            // long enough for a second worker to start a call if it were allowed to
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            r
+        }
+    }
+    impl Probe {
+        fn eval(&self, x: &[f64], lp: &mut [f64], g: &mut [f64]) -> Result<()> {
             self.largest.fetch_max(lp.len(), Ordering::Relaxed);
             self.calls.fetch_add(1, Ordering::Relaxed);
             for ((r, l), gr) in x.chunks(2).zip(lp.iter_mut()).zip(g.chunks_mut(2)) {
@@ -108,9 +133,16 @@ mod tests {
     }
 
     fn probe() -> (Arc<Probe>, Target) {
+        probe_with(true)
+    }
+
+    fn probe_with(concurrent: bool) -> (Arc<Probe>, Target) {
         let p = Arc::new(Probe {
             largest: AtomicUsize::new(0),
             calls: AtomicUsize::new(0),
+            concurrent,
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
         });
         let t = Target::from_batch(p.clone() as Arc<dyn BatchEnergy>).unwrap();
         (p, t)
@@ -161,6 +193,35 @@ mod tests {
         let before = p.calls.load(Ordering::Relaxed);
         t.log_prob_batch(&x[..40], &mut lp[..20]).unwrap();
         assert_eq!(p.calls.load(Ordering::Relaxed), before + 1);
+    }
+
+    /// A callee that takes one call at a time never sees two (in the DEM target's pipeline
+    /// either), and gives the same numbers as when called concurrently.
+    #[test]
+    fn one_call_at_a_time_when_the_callee_asks() {
+        let dem = crate::DemTarget::new(
+            crate::NoiseSchedule::geometric(1e-3, 1.0).unwrap(),
+            64,
+            None,
+        )
+        .unwrap();
+        let n = 40;
+        let x: Vec<f32> = (0..2 * n).map(|i| (i as f32 * 0.3).sin() * 0.5).collect();
+        let t: Vec<f32> = (0..n).map(|i| (i as f32 + 0.5) / n as f32).collect();
+        let mut outs = vec![];
+        for concurrent in [true, false] {
+            let (p, tg) = probe_with(concurrent);
+            let (mut lp, mut g) = (vec![0.0f32; n], vec![0.0f32; 2 * n]);
+            tg.log_prob_grad_batch(&x, &mut lp, &mut g).unwrap();
+            let mut out = vec![0.0f32; 2 * n];
+            dem.estimate(&tg, &x, &t, 9, &mut out).unwrap();
+            if !concurrent {
+                assert_eq!(p.most_in_flight.load(Ordering::SeqCst), 1);
+            }
+            assert!(p.largest.load(Ordering::Relaxed) <= 100);
+            outs.push((lp, g, out));
+        }
+        assert_eq!(outs[0], outs[1]);
     }
 
     #[test]

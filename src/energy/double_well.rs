@@ -5,8 +5,8 @@
 //! Coincident particles (d_ij = 0) have a finite energy; the direction of the pair force is
 //! undefined there and its gradient contribution is taken as 0 (the average over directions).
 
-use super::particles::{pair_sum_any, ParticleShape};
-use super::{log_prob_grad_each, log_prob_grad_lanes, Energy};
+use super::particles::{lanes_pair_force, lanes_r2, pair_sum_any, ParticleShape};
+use super::{log_prob_grad_each, write_block_lanes, Energy};
 
 /// The multi-particle double well.
 #[derive(Clone, Debug, PartialEq)]
@@ -121,14 +121,7 @@ impl DoubleWell {
             let mut acc = [0.0f32; LANES];
             for a in 0..np {
                 for b in a + 1..np {
-                    let mut r2 = [0.0f32; LANES];
-                    for k in 0..sd {
-                        let (ca, cb) = (&c[a * sd + k], &c[b * sd + k]);
-                        for j in 0..LANES {
-                            let d = ca[j] - cb[j];
-                            r2[j] += d * d;
-                        }
-                    }
+                    let r2 = lanes_r2(&c, a, b, sd);
                     let mut coef = [0.0f32; LANES];
                     for j in 0..LANES {
                         // as `pair_logp`, in f32
@@ -140,36 +133,11 @@ impl DoubleWell {
                         // ∂(−φ)/∂x_a = −2 φ'(r²)·(x_a − x_b), φ'(r²) = φ'(d)/(2d); 0 at d = 0
                         coef[j] = if d > 0.0 { -de_dd / d } else { 0.0 };
                     }
-                    for k in 0..sd {
-                        let (ia, ib) = (a * sd + k, b * sd + k);
-                        for j in 0..LANES {
-                            let v = coef[j] * (c[ia][j] - c[ib][j]);
-                            g[ia][j] += v;
-                            g[ib][j] -= v;
-                        }
-                    }
+                    lanes_pair_force(&c, &mut g, a, b, sd, &coef);
                 }
             }
-            // finiteness per lane: v·0 is 0 for finite v and NaN otherwise
-            let mut finite = [0.0f32; LANES];
-            for (f, &a) in finite.iter_mut().zip(acc.iter()) {
-                *f = a * 0.0;
-            }
-            for (d, gd) in g.iter().take(dim).enumerate() {
-                for (f, &v) in finite.iter_mut().zip(gd.iter()) {
-                    *f += v * 0.0;
-                }
-                for (o, &v) in grads[d * n + j0..d * n + j0 + m].iter_mut().zip(gd.iter()) {
-                    *o = f64::from(v);
-                }
-            }
-            for jj in 0..m {
-                if finite[jj] == 0.0 {
-                    lp[j0 + jj] = f64::from(acc[jj]);
-                } else {
-                    invalid += log_prob_grad_lanes(self, xs, lp, grads, [j0 + jj]);
-                }
-            }
+            let acc = acc.map(f64::from);
+            invalid += write_block_lanes(self, xs, lp, grads, j0, m, &acc, &g[..dim]);
             j0 += m;
         }
         invalid

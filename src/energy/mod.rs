@@ -86,6 +86,47 @@ pub fn log_prob_grad_each<E: Energy + ?Sized>(
     log_prob_grad_lanes(energy, xs, lp, grads, 0..n)
 }
 
+/// The end of a block kernel vectorised across `L` configurations (lanes `j0..j0 + m` of the
+/// coordinate-major block `xs`): writes the lanes' gradients (`g`, one `[f32; L]` row per
+/// coordinate) and log p (`acc`); a lane whose f32 result is not finite is re-evaluated with
+/// `log_prob_grad` and the validity rule instead. Returns how many lanes are invalid.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn write_block_lanes<E: Energy + ?Sized, const L: usize>(
+    energy: &E,
+    xs: &[f64],
+    lp: &mut [f64],
+    grads: &mut [f64],
+    j0: usize,
+    m: usize,
+    acc: &[f64; L],
+    g: &[[f32; L]],
+) -> usize {
+    let n = lp.len();
+    // finiteness per lane: v·0 is 0 for finite v and NaN otherwise
+    let mut finite = [0.0f32; L];
+    for (f, &a) in finite.iter_mut().zip(acc.iter()) {
+        *f = (a as f32) * 0.0;
+    }
+    for (d, gd) in g.iter().enumerate() {
+        for (f, &v) in finite.iter_mut().zip(gd.iter()) {
+            *f += v * 0.0;
+        }
+        for (o, &v) in grads[d * n + j0..d * n + j0 + m].iter_mut().zip(gd.iter()) {
+            *o = f64::from(v);
+        }
+    }
+    let mut invalid = 0;
+    for jj in 0..m {
+        if finite[jj] == 0.0 {
+            lp[j0 + jj] = acc[jj];
+        } else {
+            invalid += log_prob_grad_lanes(energy, xs, lp, grads, [j0 + jj]);
+        }
+    }
+    invalid
+}
+
 /// Evaluate the configurations `lanes` of a coordinate-major block (see
 /// [`Energy::log_prob_grad_block`]) one at a time with `log_prob_grad` and the validity rule,
 /// writing their log p and gradient. Returns how many are invalid. Vectorised kernels use it
@@ -592,8 +633,8 @@ impl Target {
     }
 
     /// Evaluate a [`BatchEnergy`] on row-major f64 configurations `x` in calls of at most
-    /// `max_rows` rows (and of at most one call's share per worker thread, so a callee that
-    /// releases locks while it computes — numpy, PyTorch — runs on all threads), then apply the
+    /// `max_rows` rows (and, when the callee allows concurrent calls, of at most one call's share
+    /// per worker thread, so that it runs on all threads), then apply the
     /// validity rule. Does not count calls. Returns the number of invalid configurations.
     pub(crate) fn eval_rows(
         &self,
@@ -609,18 +650,26 @@ impl Target {
         }
         // one call per thread, but no call under MIN_CALL_ROWS rows unless the batch is smaller
         const MIN_CALL_ROWS: usize = 4096;
-        let threads = rayon::current_num_threads().max(1);
+        let concurrent = b.concurrent_calls();
+        let threads = if concurrent {
+            rayon::current_num_threads().max(1)
+        } else {
+            1
+        };
         let rows = n
             .div_ceil(threads)
             .max(MIN_CALL_ROWS.min(n))
             .min(b.max_rows())
             .max(1);
+        // at most one call in flight unless the callee allows more
+        let limit = if concurrent { 1 } else { usize::MAX };
         match grad {
             Some(grad) => {
                 x.par_chunks(rows * dim)
                     .zip(lp.par_chunks_mut(rows))
                     .zip(grad.par_chunks_mut(rows * dim))
-                    .with_max_len(1)
+                    .with_min_len(limit)
+                    .with_max_len(1.max(limit))
                     .try_for_each(|((xc, lc), gc)| b.log_prob_grad_rows(xc, lc, gc))?;
                 Ok(lp
                     .iter_mut()
@@ -631,7 +680,8 @@ impl Target {
             None => {
                 x.par_chunks(rows * dim)
                     .zip(lp.par_chunks_mut(rows))
-                    .with_max_len(1)
+                    .with_min_len(limit)
+                    .with_max_len(1.max(limit))
                     .try_for_each(|(xc, lc)| b.log_prob_rows(xc, lc))?;
                 Ok(lp
                     .iter_mut()
@@ -767,7 +817,7 @@ mod tests {
     #[test]
     fn block_evaluation_matches_single_configurations() {
         use crate::rng::NormalStream;
-        for name in ["gmm40", "dw4", "lj13", "lj5"] {
+        for name in ["gmm40", "dw4", "lj13", "lj5", "lj55"] {
             let t = Target::by_name(name).unwrap();
             let e = t.kernel().unwrap();
             let dim = e.dim();
@@ -804,7 +854,19 @@ mod tests {
                             assert!((0..dim).all(|d| g[d * n + j] == 0.0));
                         }
                         Some(l) => {
-                            let tol = 1e-5 * l.abs().max(10.0);
+                            // f32 kernels round the coordinates: a pair at distance d moves by
+                            // ~u·max|x| (u = 2⁻²⁴), and LJ's (r_m/d)¹² by 12× that relative
+                            // (overlapping LJ-55 draws here: d ≈ 0.15, log p ≈ −1e10)
+                            let row = &rows[j * dim..(j + 1) * dim];
+                            let cond = match e.particles() {
+                                Some(p) if name.starts_with("lj") => {
+                                    let xmax = row.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+                                    12.0 * f64::from(f32::EPSILON) * xmax
+                                        / min_distance(row, p.spatial_dim)
+                                }
+                                _ => 0.0,
+                            };
+                            let tol = (1e-5 + cond) * l.abs().max(10.0);
                             assert!(
                                 (lp[j] - l).abs() < tol,
                                 "{name} n={n} j={j}: {} vs {l}",
@@ -821,6 +883,18 @@ mod tests {
                 assert_eq!(invalid, expect_invalid, "{name} n={n}");
             }
         }
+    }
+
+    fn min_distance(x: &[f64], d: usize) -> f64 {
+        let n = x.len() / d;
+        let mut m = f64::INFINITY;
+        for a in 0..n {
+            for b in a + 1..n {
+                let r2: f64 = (0..d).map(|k| (x[a * d + k] - x[b * d + k]).powi(2)).sum();
+                m = m.min(r2.sqrt());
+            }
+        }
+        m
     }
 
     #[test]

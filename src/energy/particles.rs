@@ -148,6 +148,42 @@ pub(crate) fn pair_sum_dyn(
     total
 }
 
+/// Squared distances between particles `a` and `b` in `L` configurations at once (vectorised
+/// block kernels: `c` holds one `[f32; L]` row per coordinate).
+#[inline(always)]
+pub(crate) fn lanes_r2<const L: usize>(c: &[[f32; L]], a: usize, b: usize, sd: usize) -> [f32; L] {
+    let mut r2 = [0.0f32; L];
+    for k in 0..sd {
+        let (ca, cb) = (&c[a * sd + k], &c[b * sd + k]);
+        for j in 0..L {
+            let d = ca[j] - cb[j];
+            r2[j] += d * d;
+        }
+    }
+    r2
+}
+
+/// Adds a pair's force `coef·(x_a − x_b)` to particle `a`'s gradient rows in `g` and subtracts it
+/// from `b`'s, in `L` configurations at once.
+#[inline(always)]
+pub(crate) fn lanes_pair_force<const L: usize>(
+    c: &[[f32; L]],
+    g: &mut [[f32; L]],
+    a: usize,
+    b: usize,
+    sd: usize,
+    coef: &[f32; L],
+) {
+    for k in 0..sd {
+        let (ia, ib) = (a * sd + k, b * sd + k);
+        for j in 0..L {
+            let v = coef[j] * (c[ia][j] - c[ib][j]);
+            g[ia][j] += v;
+            g[ib][j] -= v;
+        }
+    }
+}
+
 /// Dispatch [`pair_sum`] on the spatial dimension (2 and 3 unrolled).
 #[inline(always)]
 pub(crate) fn pair_sum_any(
