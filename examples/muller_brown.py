@@ -1,5 +1,5 @@
 """Bring your own energy: Müller–Brown at T = 20 (three basins), trained with iDEM from a numpy
-function, checked against the exact density by quadrature.  python muller_brown.py [seed]"""
+function, checked against the exact density by quadrature.  python examples/muller_brown.py [seed]"""
 import sys, time
 import numpy as np
 import idem
