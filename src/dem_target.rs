@@ -463,14 +463,13 @@ impl DemTarget {
                 );
         };
         // 2. evaluate, in whole-batch calls (validity rule applied)
-        let eval = |m: usize, s: &mut Samples| -> Result<()> {
+        let eval = |m: usize, s: &mut Samples| -> Result<usize> {
             target.eval_rows(
                 b,
                 &s.x[..m * per_point],
                 &mut s.lp[..m * k],
                 Some(&mut s.g[..m * per_point]),
-            )?;
-            Ok(())
+            )
         };
         // 3. accumulate, as the kernel path
         let accumulate = |first: usize, s: &Samples, outs: &mut [f32], ses: &mut [f32]| {
@@ -790,8 +789,6 @@ impl DemTarget {
     }
 }
 
-/// Run `point(scratch, index, out row, stderr row)` for every point of `out` (`[B, dim]`) on all
-/// threads, with per-thread scratch; `stderr` is `[B, dim]` when `SE`, else unused.
 /// Groups a one-call-at-a-time callee's DEM samples are split into, so that drawing and
 /// accumulating overlap the callee's work (see `run_points_batched`).
 const PIPELINE_GROUPS: usize = 4;
@@ -816,6 +813,8 @@ impl Samples {
     }
 }
 
+/// Run `point(scratch, index, out row, stderr row)` for every point of `out` (`[B, dim]`) on all
+/// threads, with per-thread scratch; `stderr` is `[B, dim]` when `SE`, else unused.
 fn for_points<const SE: bool>(
     dim: usize,
     out: &mut [f32],

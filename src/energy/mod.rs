@@ -661,7 +661,7 @@ impl Target {
             .max(MIN_CALL_ROWS.min(n))
             .min(b.max_rows())
             .max(1);
-        // at most one call in flight unless the callee allows more
+        // calls per rayon task: one (concurrent), or all of them in one task (one at a time)
         let limit = if concurrent { 1 } else { usize::MAX };
         match grad {
             Some(grad) => {
@@ -669,7 +669,7 @@ impl Target {
                     .zip(lp.par_chunks_mut(rows))
                     .zip(grad.par_chunks_mut(rows * dim))
                     .with_min_len(limit)
-                    .with_max_len(1.max(limit))
+                    .with_max_len(limit)
                     .try_for_each(|((xc, lc), gc)| b.log_prob_grad_rows(xc, lc, gc))?;
                 Ok(lp
                     .iter_mut()
@@ -681,7 +681,7 @@ impl Target {
                 x.par_chunks(rows * dim)
                     .zip(lp.par_chunks_mut(rows))
                     .with_min_len(limit)
-                    .with_max_len(1.max(limit))
+                    .with_max_len(limit)
                     .try_for_each(|(xc, lc)| b.log_prob_rows(xc, lc))?;
                 Ok(lp
                     .iter_mut()
