@@ -93,6 +93,13 @@ pub struct TrainConfig {
     /// 0 = the reference's estimator S_K.
     #[serde(default)]
     pub dem_blend_sigma: f64,
+    /// K of the DEM target for training points at noise level σ(t) ≤ `dem_small_noise_sigma`
+    /// (0 = `num_mc_samples` everywhere; `dem_target` docs, "Fewer samples at small noise").
+    #[serde(default)]
+    pub dem_small_noise_k: usize,
+    /// σ (network coordinates) at or below which `dem_small_noise_k` applies.
+    #[serde(default)]
+    pub dem_small_noise_sigma: f64,
     /// Mean of the sampler's prior N(m, h(1)I) in network coordinates (empty: the origin, as the
     /// reference). The noised target p ∗ N(0, h(1)I) is centred on the target's mean, not on the
     /// origin; the automatic configuration sets m to the probe's mean (vector targets).
@@ -291,6 +298,9 @@ impl TrainConfig {
                 "final_stage_diffusion_scale must be ≥ 0 and finite (0 = sde.diffusion_scale)",
             );
         }
+        if !(self.dem_small_noise_sigma >= 0.0 && self.dem_small_noise_sigma.is_finite()) {
+            return bad("dem_small_noise_sigma must be ≥ 0 and finite");
+        }
         if self.prior_mean.iter().any(|v| !v.is_finite()) {
             return bad("prior_mean must be finite");
         }
@@ -309,6 +319,8 @@ fn optional_key(k: &str) -> bool {
         "max_score_norm"
             | "dem_blend_sigma"
             | "dem_guided"
+            | "dem_small_noise_k"
+            | "dem_small_noise_sigma"
             | "final_stage_epochs"
             | "final_stage_max_score_norm"
             | "final_stage_num_mc_samples"

@@ -236,7 +236,11 @@ impl Trainer {
         };
         let clip = estimator_clip(cfg, 0);
         let blend = (cfg.dem_blend_sigma > 0.0).then_some(cfg.dem_blend_sigma * s);
-        let dem = DemTarget::new(schedule, cfg.num_mc_samples, clip)?.with_blend(blend)?;
+        let small = (cfg.dem_small_noise_k > 0)
+            .then_some((cfg.dem_small_noise_k, cfg.dem_small_noise_sigma * s));
+        let dem = DemTarget::new(schedule, cfg.num_mc_samples, clip)?
+            .with_blend(blend)?
+            .with_small_noise(small)?;
         let adam = Adam::new(&model.params)?;
         let ema = if cfg.ema_decay > 0.0 {
             Some(Ema::new(&model.params, cfg.ema_decay)?)
