@@ -53,19 +53,18 @@ fn main() -> idem::Result<()> {
     let dim = target.dim();
     let batch = idem::io::npy::read_batch(Path::new(&args[2]), dim, shape)?;
     let n = batch.n.min(rows);
-    let scale = cfg.data_scale as f32;
-    let mut x0: Vec<f32> = batch.data[..n * dim].iter().map(|v| v / scale).collect();
+    // the estimators below work in target coordinates, the network in coordinates divided by
+    // `data_scale`: only data_scale = 1 is supported here
+    if cfg.data_scale != 1.0 {
+        eprintln!("score_error_profile: only runs with data_scale = 1 are supported");
+        std::process::exit(2);
+    }
+    let mut x0: Vec<f32> = batch.data[..n * dim].to_vec();
     if let Some(p) = shape {
         remove_mean(&mut x0, p);
     }
     let sched = cfg.schedule;
     let blend = (cfg.dem_blend_sigma > 0.0).then_some(cfg.dem_blend_sigma);
-    // The network works in coordinates divided by `data_scale`; so do the estimators, through a
-    // target evaluated at scaled points. Only data_scale = 1 is supported here.
-    if scale != 1.0 {
-        eprintln!("score_error_profile: only runs with data_scale = 1 are supported");
-        std::process::exit(2);
-    }
     let truth = DemTarget::new(sched, k_truth, None)?.with_blend(blend)?;
     let train = DemTarget::new(sched, cfg.num_mc_samples, None)?.with_blend(blend)?;
     println!(

@@ -445,12 +445,13 @@ impl DemTarget {
         stderr: &mut [f32],
     ) -> Result<DemStats> {
         let dim = target.dim();
-        let (small, large): (Vec<usize>, Vec<usize>) = (0..t.len())
-            .partition(|&i| self.k_at(self.schedule.sigma(f64::from(t[i]))) != self.num_mc_samples);
-        let (mut total, mut ess_sum) = (DemStats::empty(), 0.0);
+        let k_of = |i: usize| self.k_at(self.schedule.sigma(f64::from(t[i])));
+        let (small, large): (Vec<usize>, Vec<usize>) =
+            (0..t.len()).partition(|&i| k_of(i) != self.num_mc_samples);
+        let mut total = DemStats::empty();
         for ids in [small, large] {
             let Some(&first) = ids.first() else { continue };
-            let k = self.k_at(self.schedule.sigma(f64::from(t[first])));
+            let k = k_of(first);
             let uniform = Self {
                 num_mc_samples: k,
                 small_noise: None,
@@ -481,13 +482,12 @@ impl DemTarget {
                     stderr[i * dim..(i + 1) * dim].copy_from_slice(&se[j * dim..(j + 1) * dim]);
                 }
             }
-            ess_sum += stats.mean_ess * stats.points as f64;
+            // `merge` sums the mean ESS until `finish`: back from this batch's mean to its sum
             total = total.merge(DemStats {
-                mean_ess: 0.0,
+                mean_ess: stats.mean_ess * stats.points as f64,
                 ..stats
             });
         }
-        total.mean_ess = ess_sum;
         Ok(total.finish())
     }
 
