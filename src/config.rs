@@ -125,6 +125,12 @@ pub struct TrainConfig {
     /// (DW-4, LJ-13) — else the path of a `.npy` file. Without data, runs skip validation.
     #[serde(default)]
     pub validation: String,
+    /// Refinement of the final samples (0 = off): this many MALA steps from each sample, the first
+    /// half adapting the step size (`refine` module docs). The run reports the sampler's figures
+    /// and the refined ones side by side, with the refinement's energy calls; `idem sample` uses it
+    /// too. At least 2 when on.
+    #[serde(default)]
+    pub refine_steps: usize,
     /// Euler–Maruyama steps for the final samples and `idem sample` (the per-epoch buffer
     /// generation uses `sde.steps`, usually fewer: it runs every epoch).
     pub final_sde_steps: usize,
@@ -267,6 +273,11 @@ impl TrainConfig {
         {
             return bad("num_mc_samples, samples_per_epoch and eval_samples must be positive");
         }
+        if self.refine_steps == 1 {
+            return bad(
+                "refine_steps must be 0 (off) or at least 2 (half of them adapt the step size)",
+            );
+        }
         if !(self.lr > 0.0 && self.data_scale > 0.0) || self.max_grad_norm < 0.0 {
             return bad("lr and data_scale must be positive, max_grad_norm ≥ 0");
         }
@@ -372,6 +383,16 @@ mod tests {
         for bad in ["dem_blend_sigma=-0.1", "dem_blend_sigma=inf"] {
             assert!(c.with_overrides(&[bad.into()]).is_err(), "{bad}");
         }
+        // the refinement option: off unless set; one step cannot both adapt and sample
+        let old_r = without("refine_steps");
+        assert_eq!(TrainConfig::from_toml(&old_r).unwrap().refine_steps, 0);
+        assert!(c.with_overrides(&["refine_steps=1".into()]).is_err());
+        assert_eq!(
+            c.with_overrides(&["refine_steps=2".into()])
+                .unwrap()
+                .refine_steps,
+            2
+        );
     }
 
     #[test]

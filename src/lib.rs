@@ -18,6 +18,7 @@ pub mod model;
 pub mod net;
 pub mod noise_schedule;
 pub mod plot;
+pub mod refine;
 pub mod replay_buffer;
 pub mod report;
 pub mod reverse_sde;

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::io::checkpoint;
 use crate::net::{Net, Params, ScoreNet};
 use crate::noise_schedule::NoiseSchedule;
+use crate::refine::{self, Refinement};
 use crate::reverse_sde::{self, SdeConfig};
 use crate::rng::stream;
 
@@ -212,5 +213,15 @@ impl ScoreModel {
             .into_iter()
             .map(|v| (f64::from(v) * s) as f32)
             .collect())
+    }
+
+    /// The refinement option (`refine_steps`, [`crate::refine`]) applied to samples `x` (target
+    /// coordinates) drawn with `seed`: `None` when it is off.
+    pub fn refine(&self, x: &[f32], seed: u64) -> Result<Option<(Vec<f32>, Refinement)>> {
+        if self.cfg.refine_steps == 0 {
+            return Ok(None);
+        }
+        let seed = crate::rng::mix64(seed ^ 0x2EF1);
+        refine::refine(&self.target, x, self.cfg.refine_steps, seed).map(Some)
     }
 }

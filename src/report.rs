@@ -1,5 +1,6 @@
 //! The end of a training run: final samples from the last checkpoint, their evaluation on the
-//! validation set, `samples.npy`, `summary.json` and the plots.
+//! validation set, `samples.npy`, `summary.json` and the plots; with `refine_steps`, the refined
+//! samples (`samples_refined.npy`, `plots/refined/`) and their figures beside the sampler's.
 
 use serde_json::json;
 
@@ -46,14 +47,31 @@ pub fn finish_run(trainer: &Trainer) -> Result<String> {
         )?),
         None => None,
     };
+    // the refinement option: its samples and figures beside the sampler's, never instead
+    let refined = match model.refine(&samples, cfg.seed)? {
+        Some((r, rep)) => {
+            npy::write(&dir.join("samples_refined.npy"), &r, &[r.len() / dim, dim])?;
+            let m = match &validation {
+                Some(v) => Some(eval::evaluate_with(&model.target.clone(), &r, v, true)?),
+                None => None,
+            };
+            Some((r, rep, m))
+        }
+        None => None,
+    };
     let (wall, calls) = trainer.totals();
-    let summary = json!({
+    let mut summary = json!({
         "checkpoint": file,
         "epochs": trainer.epoch,
         "wall_s": wall,
         "energy_calls": calls,
         "validation": metrics,
     });
+    if let Some((_, rep, m)) = &refined {
+        summary["refinement"] = json!(rep);
+        summary["validation_refined"] = json!(m);
+        summary["energy_calls_with_refinement"] = json!(calls + rep.energy_calls);
+    }
     npy::write_atomic(
         &dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)
@@ -68,6 +86,14 @@ pub fn finish_run(trainer: &Trainer) -> Result<String> {
             if let Err(e) = plot::sample_plots(&plots, &model.target, &samples, v, &title) {
                 notes.push(format!("warning: {e}"));
             }
+            if let Some((r, rep, _)) = &refined {
+                let title = format!("{title}, refined ({} MALA steps)", rep.steps);
+                if let Err(e) =
+                    plot::sample_plots(&plots.join("refined"), &model.target, r, v, &title)
+                {
+                    notes.push(format!("warning: {e}"));
+                }
+            }
         }
         None => notes.push(format!(
             "no validation data for {} (see `validation` in config.toml): no metrics or plots",
@@ -78,12 +104,34 @@ pub fn finish_run(trainer: &Trainer) -> Result<String> {
         "validation metrics of {} samples from {file}:\n",
         samples.len() / dim
     );
-    for (k, v) in metrics.iter().flatten() {
-        out.push_str(&format!("  {k:16} {v:.4}\n"));
+    match &refined {
+        None => {
+            for (k, v) in metrics.iter().flatten() {
+                out.push_str(&format!("  {k:16} {v:.4}\n"));
+            }
+        }
+        Some((_, rep, m)) => {
+            out.push_str(&format!(
+                "  {:16} {:>10} {:>10}   (refined: {} MALA steps per sample, step size {:.3e}, \
+                 acceptance {:.2}, {} energy calls)\n",
+                "", "sampler", "refined", rep.steps, rep.step_size, rep.accept, rep.energy_calls
+            ));
+            if let (Some(a), Some(b)) = (&metrics, m) {
+                for (k, v) in a {
+                    let w = b.get(k).copied().unwrap_or(f64::NAN);
+                    out.push_str(&format!("  {k:16} {v:10.4} {w:10.4}\n"));
+                }
+            }
+        }
     }
     out.push_str(&format!(
-        "samples: {}\nmetrics: {}\nsummary: {}\nplots:   {}",
+        "samples: {}{}\nmetrics: {}\nsummary: {}\nplots:   {}",
         dir.join("samples.npy").display(),
+        if refined.is_some() {
+            format!(" (refined: {})", dir.join("samples_refined.npy").display())
+        } else {
+            String::new()
+        },
         dir.join("metrics.jsonl").display(),
         dir.join("summary.json").display(),
         plots.display()

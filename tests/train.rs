@@ -58,6 +58,37 @@ fn metrics(dir: &Path) -> Vec<serde_json::Value> {
 }
 
 #[test]
+fn refinement_is_reported_beside_the_sampler_with_its_energy_calls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let (ok, out, err) = train(&run, &["--set", "epochs=1", "--set", "refine_steps=6"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("sampler") && out.contains("refined"), "{out}");
+    for f in [
+        "samples.npy",
+        "samples_refined.npy",
+        "plots/refined/samples.png",
+    ] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    // both figure sets; 100 samples × (one validity check + the chains' start + 6 steps)
+    for k in ["w2", "energy_w2", "mean_logp"] {
+        assert!(s["validation"][k].is_number() && s["validation_refined"][k].is_number());
+    }
+    assert_eq!(s["refinement"]["energy_calls"], 100 * (6 + 2));
+    assert_eq!(
+        s["energy_calls_with_refinement"].as_u64().unwrap(),
+        s["energy_calls"].as_u64().unwrap() + 800
+    );
+    let a = npy::read(&run.join("samples.npy")).unwrap();
+    let b = npy::read(&run.join("samples_refined.npy")).unwrap();
+    assert_eq!(a.shape, b.shape);
+    assert_ne!(a.data, b.data);
+}
+
+#[test]
 fn train_writes_a_complete_run_and_resume_continues_it() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");

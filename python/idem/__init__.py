@@ -294,7 +294,8 @@ class Run:
         """``n`` samples from the trained sampler (reverse SDE of the network), float32
         ``[n, dim]`` in the target's coordinates. ``checkpoint``: ``"last"`` (end of training) or
         ``"best"`` (best validation W2). ``overrides``: sampler settings such as
-        ``{"final_sde_steps": 500}``."""
+        ``{"final_sde_steps": 500}``, or ``{"refine_steps": 40}`` for that many MALA steps from
+        each sample (the refinement option, p-invariant; its energy calls are ``n·(steps + 2)``)."""
         files = {"last": "checkpoint.safetensors", "best": "best.safetensors"}
         if checkpoint not in files:
             raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")

@@ -45,6 +45,9 @@ def test_train_a_function_target_end_to_end(tmp_path):
     # same seed, same samples; a loaded run samples the same
     again = idem.load(out, t).sample(300, seed=1)
     np.testing.assert_array_equal(x, again)
+    # the refinement option: MALA steps from the same samples, through the Python energy
+    xr = run.sample(300, seed=1, overrides={"refine_steps": 4})
+    assert xr.shape == x.shape and np.isfinite(xr).all() and not np.array_equal(xr, x)
     # a user-target run needs its target to sample
     with pytest.raises(ValueError, match="target="):
         idem.load(out).sample(10)
@@ -155,6 +158,13 @@ def test_a_cli_run_loads_in_python(idem_cli, tmp_path):
         check=True, capture_output=True,
     )
     np.testing.assert_array_equal(x, np.load(tmp_path / "s.npy"))
+    # and the same refined numbers
+    subprocess.run(
+        [str(idem_cli), "sample", "--run", str(out), "-n", "200", "--seed", "4", "--out", str(tmp_path / "r.npy"),
+         "--set", "refine_steps=6"],
+        check=True, capture_output=True,
+    )
+    np.testing.assert_array_equal(run.sample(200, seed=4, overrides={"refine_steps": 6}), np.load(tmp_path / "r.npy"))
     ref = idem.exact("gmm40", 200, seed=77)
     m = run.evaluate(ref, seed=4)
     assert m["w2"] > 0 and "energy_w2" in m and "tv" in m

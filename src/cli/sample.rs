@@ -27,7 +27,8 @@ pub struct SampleArgs {
     /// W2 on 1000 points is noisy).
     #[arg(long, default_value = "last")]
     checkpoint: String,
-    /// Override sampler settings, e.g. --set final_sde_steps=500 --set sde.ode=true.
+    /// Override sampler settings, e.g. --set final_sde_steps=500 --set sde.ode=true, or
+    /// --set refine_steps=40 for MALA refinement of the samples (energy calls printed).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
 }
@@ -42,7 +43,15 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         .with_context(|| format!("cannot load the model of {}", a.run.display()))?;
     model.cfg = model.cfg.with_overrides(&a.sets)?;
     let dim = model.target.dim();
-    let x = model.generate(a.n, a.seed, &model.cfg.final_sde(), 1000)?;
+    let mut x = model.generate(a.n, a.seed, &model.cfg.final_sde(), 1000)?;
+    if let Some((r, rep)) = model.refine(&x, a.seed)? {
+        eprintln!(
+            "idem: refined with {} MALA steps per sample (step size {:.3e}, acceptance {:.2}, \
+             {} energy calls, {} invalid samples kept as drawn)",
+            rep.steps, rep.step_size, rep.accept, rep.energy_calls, rep.invalid_kept
+        );
+        x = r;
+    }
     npy::write(&a.out, &x, &[a.n, dim])?;
     eprintln!("idem: wrote {} samples to {}", a.n, a.out.display());
     Ok(())
