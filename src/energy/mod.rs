@@ -817,11 +817,29 @@ mod tests {
     #[test]
     fn block_evaluation_matches_single_configurations() {
         use crate::rng::NormalStream;
-        for name in ["gmm40", "dw4", "lj13", "lj5", "lj55"] {
-            let t = Target::by_name(name).unwrap();
+        // beside the built-ins, the kernels' larger working-set sizes: a DW of 8 particles
+        // (dim 16) and a mixture of 50 modes
+        let dw8 = DoubleWell {
+            shape: ParticleShape {
+                n_particles: 8,
+                spatial_dim: 2,
+            },
+            ..DoubleWell::dw4()
+        };
+        let g50 = {
+            let means: Vec<f64> = (0..100).map(|i| ((i * 37 % 100) as f64 - 50.0) * 0.8).collect();
+            Gmm::new("gmm50", &[1.0; 50], &means, &[1.5; 100]).unwrap()
+        };
+        let mut targets: Vec<(&str, Target)> = ["gmm40", "dw4", "lj13", "lj5", "lj55"]
+            .into_iter()
+            .map(|n| (n, Target::by_name(n).unwrap()))
+            .collect();
+        targets.push(("dw8", Target::new(dw8)));
+        targets.push(("gmm50", Target::new(g50)));
+        for (name, t) in targets {
             let e = t.kernel().unwrap();
             let dim = e.dim();
-            let scale = if name == "gmm40" { 20.0 } else { 1.2 };
+            let scale = if name.starts_with("gmm") { 20.0 } else { 1.2 };
             for (b, n) in [1usize, 7, 63, 64, 65, 130].into_iter().enumerate() {
                 let mut z = vec![0.0f32; n * dim];
                 NormalStream::new(b as u64, 9).fill(&mut z);
