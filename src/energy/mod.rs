@@ -827,7 +827,9 @@ mod tests {
             ..DoubleWell::dw4()
         };
         let g50 = {
-            let means: Vec<f64> = (0..100).map(|i| ((i * 37 % 100) as f64 - 50.0) * 0.8).collect();
+            let means: Vec<f64> = (0..100)
+                .map(|i| ((i * 37 % 100) as f64 - 50.0) * 0.8)
+                .collect();
             Gmm::new("gmm50", &[1.0; 50], &means, &[1.5; 100]).unwrap()
         };
         let mut targets: Vec<(&str, Target)> = ["gmm40", "dw4", "lj13", "lj5", "lj55"]
