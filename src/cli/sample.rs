@@ -106,6 +106,25 @@ pub struct EvalArgs {
     /// gives 100 pairs and a W2 at N = 1000 whose draw-to-draw noise is averaged out.
     #[arg(long, value_name = "N")]
     w2_chunk: Option<usize>,
+    /// Also the adjoint-sampling papers' protocol for particle systems (`as_*` metrics):
+    /// `--protocol-rows` generated vs as many reference samples drawn without replacement,
+    /// geometric W2 (Hungarian assignment, then Kabsch with reflections), energy W2 and
+    /// interatomic-distance W2 (`idem::eval::geometric` docs).
+    #[arg(long, value_enum)]
+    protocol: Option<Protocol>,
+    /// Rows of each set under `--protocol` (the papers: 2000).
+    #[arg(long, default_value_t = idem::eval::geometric::PROTOCOL_ROWS)]
+    protocol_rows: usize,
+    /// Seed of the rows drawn under `--protocol`.
+    #[arg(long, default_value_t = 0)]
+    protocol_seed: u64,
+}
+
+/// Published evaluation protocols `idem eval` can add to its own metrics.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Protocol {
+    /// Havens et al. 2025 (AS) and Liu et al. 2025 (ASBS): 2000 vs 2000, geometric W2.
+    AdjointSampling,
 }
 
 pub fn eval(a: &EvalArgs) -> Result<()> {
@@ -113,6 +132,15 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     let mut m = idem::eval::evaluate_with(&target, &s, &r, !a.no_aligned)?;
     if let Some(size) = a.w2_chunk {
         m.extend(idem::eval::chunked_w2(&target, &s, &r, size)?);
+    }
+    if let Some(Protocol::AdjointSampling) = a.protocol {
+        m.extend(idem::eval::geometric::adjoint_sampling_protocol(
+            &target,
+            &s,
+            &r,
+            a.protocol_rows,
+            a.protocol_seed,
+        )?);
     }
     if a.json {
         println!("{}", serde_json::to_string(&m)?);

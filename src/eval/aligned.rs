@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 /// Alternations per start before giving up on convergence (rarely more than 4 are needed).
 const MAX_ITERS: usize = 50;
 
-fn centred(x: &[f32], n: usize, d: usize) -> DMatrix<f64> {
+pub(crate) fn centred(x: &[f32], n: usize, d: usize) -> DMatrix<f64> {
     let mut m = DMatrix::from_fn(n, d, |i, k| f64::from(x[i * d + k]));
     for k in 0..d {
         let mean = m.column(k).mean();
@@ -74,7 +74,7 @@ fn best_permutation(a: &DMatrix<f64>, b: &DMatrix<f64>, cost: &mut [f64]) -> Vec
 }
 
 /// The best orthogonal Q (reflections allowed) mapping rows of `a` onto `b[perm]`.
-fn kabsch(a: &DMatrix<f64>, b: &DMatrix<f64>, perm: &[usize]) -> DMatrix<f64> {
+pub(crate) fn kabsch(a: &DMatrix<f64>, b: &DMatrix<f64>, perm: &[usize]) -> DMatrix<f64> {
     let d = a.ncols();
     let mut m = DMatrix::zeros(d, d);
     for (i, &j) in perm.iter().enumerate() {

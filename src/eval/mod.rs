@@ -34,8 +34,15 @@
 //! pair and `w2_chunks_mean`, `w2_chunks_std` (over pairs), `w2_chunks_se` (standard error of the
 //! mean, [`ot::chunk_pair_summary`]) and `w2_chunk_pairs` are reported. Particle sets are centred
 //! first, as above.
+//!
+//! [`geometric::adjoint_sampling_protocol`] (`idem eval --protocol adjoint-sampling`): the
+//! protocol of the adjoint-sampling papers, for figures beside their tables — 2000 vs 2000 rows
+//! drawn without replacement, `as_geometric_w2` (one Hungarian assignment, then Kabsch with
+//! reflections; ≥ `aligned_w2`), `as_energy_w2`, `as_dist_w2`. Every figure from it carries the
+//! `as_` prefix.
 
 pub mod aligned;
+pub mod geometric;
 pub mod grid;
 pub mod histogram;
 pub mod ot;
