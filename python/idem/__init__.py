@@ -424,15 +424,24 @@ def evaluate(
     *,
     aligned: bool = True,
     w2_chunk: Optional[int] = None,
+    protocol: Optional[str] = None,
+    protocol_rows: int = 2000,
+    protocol_seed: int = 0,
 ) -> Dict[str, float]:
     """The metrics of ``idem eval`` (documented in the Rust module ``idem::eval``): raw W2
     (``w2``), energy W2/W1, TV (2-D histogram for 2-D targets; interatomic distances for
-    particle systems, ``dist_tv``), aligned W2 for particle systems (``aligned``), and with
-    ``w2_chunk=N`` the W2 averaged over all pairs of N-row chunks."""
+    particle systems, ``dist_tv``), aligned W2 for particle systems (``aligned``), with
+    ``w2_chunk=N`` the W2 averaged over all pairs of N-row chunks, and with
+    ``protocol="adjoint-sampling"`` the ``as_*`` figures of the AS/ASBS papers' protocol
+    (``protocol_rows`` vs as many reference rows drawn without replacement; Rust module
+    ``idem::eval::geometric``)."""
     target = _target_of(target)
     s = _rows(samples, target.dim, "samples")
     r = _rows(reference, target.dim, "reference")
-    return dict(_idem.evaluate(target._t, s, r, aligned, w2_chunk))
+    if protocol not in (None, "adjoint-sampling"):
+        raise ValueError(f"unknown protocol {protocol!r}; the one available is 'adjoint-sampling'")
+    rows = protocol_rows if protocol is not None else None
+    return dict(_idem.evaluate(target._t, s, r, aligned, w2_chunk, rows, protocol_seed))
 
 
 def mcmc(

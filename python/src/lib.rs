@@ -562,7 +562,8 @@ fn f32_rows(x: &PyReadonlyArray2<'_, f64>, dim: usize) -> PyResult<Vec<f32>> {
 
 /// The metrics of `idem eval` as a dict.
 #[pyfunction]
-#[pyo3(signature = (target, samples, reference, aligned=true, w2_chunk=None))]
+#[pyo3(signature = (target, samples, reference, aligned=true, w2_chunk=None, protocol_rows=None, protocol_seed=0))]
+#[allow(clippy::too_many_arguments)]
 fn evaluate<'py>(
     py: Python<'py>,
     target: &PyTarget,
@@ -570,6 +571,8 @@ fn evaluate<'py>(
     reference: PyReadonlyArray2<'py, f64>,
     aligned: bool,
     w2_chunk: Option<usize>,
+    protocol_rows: Option<usize>,
+    protocol_seed: u64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let dim = target.target.dim();
     let (s, r) = (f32_rows(&samples, dim)?, f32_rows(&reference, dim)?);
@@ -579,6 +582,15 @@ fn evaluate<'py>(
             let mut m = idem::eval::evaluate_with(t, &s, &r, aligned)?;
             if let Some(size) = w2_chunk {
                 m.extend(idem::eval::chunked_w2(t, &s, &r, size)?);
+            }
+            if let Some(rows) = protocol_rows {
+                m.extend(idem::eval::geometric::adjoint_sampling_protocol(
+                    t,
+                    &s,
+                    &r,
+                    rows,
+                    protocol_seed,
+                )?);
             }
             Ok(m)
         })

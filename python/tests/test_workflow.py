@@ -186,6 +186,29 @@ def test_evaluate_mcmc_exact_and_presets():
         idem.mcmc(t, kernel="gibbs")
 
 
+def test_adjoint_sampling_protocol_matches_the_cli(idem_cli, tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(150, 8)) * 2.0
+    b = rng.normal(size=(200, 8)) * 2.0
+    m = idem.evaluate("dw4", a, b, aligned=False, protocol="adjoint-sampling", protocol_rows=100)
+    assert m["as_rows"] == 100 and m["as_geometric_w2"] > 0 and "as_energy_w2" in m
+    np.save(tmp_path / "a.npy", a.astype(np.float32))
+    np.save(tmp_path / "b.npy", b.astype(np.float32))
+    out = subprocess.run(
+        [str(idem_cli), "eval", "--target", "dw4", "--samples", str(tmp_path / "a.npy"), "--reference",
+         str(tmp_path / "b.npy"), "--no-aligned", "--json", "--protocol", "adjoint-sampling",
+         "--protocol-rows", "100"],
+        check=True, capture_output=True, text=True,
+    )
+    cli = json.loads(out.stdout)
+    for k in ("as_geometric_w2", "as_energy_w2", "as_dist_w2"):
+        assert abs(cli[k] - m[k]) < 1e-9, (k, cli[k], m[k])
+    with pytest.raises(ValueError, match="300 rows|150 generated"):
+        idem.evaluate("dw4", a, b, aligned=False, protocol="adjoint-sampling", protocol_rows=300)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        idem.evaluate("dw4", a, b, protocol="dem")
+
+
 def test_grid_reference_weights_and_floor():
     t = idem.Target.from_function(two_wells, dim=2, name="two-wells")
     g = idem.GridReference(t, (-5, -3), (5, 3), cells=400)
