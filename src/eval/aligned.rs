@@ -18,10 +18,9 @@
 //! W2 with this D² as the cost, square root taken.
 
 use nalgebra::{DMatrix, SymmetricEigen};
-use rayon::prelude::*;
 
 use crate::energy::ParticleShape;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Alternations per start before giving up on convergence (rarely more than 4 are needed).
 const MAX_ITERS: usize = 50;
@@ -126,28 +125,9 @@ pub fn aligned_sq_distance(a: &[f32], b: &[f32], shape: ParticleShape) -> f64 {
 /// The aligned W2 between two equal-size sets of configurations (`[m, n·d]` each): exact OT with
 /// cost D², square root taken (see the module docs). Pairwise costs run on all threads.
 pub fn aligned_w2(a: &[f32], b: &[f32], shape: ParticleShape) -> Result<f64> {
-    let dim = shape.dim();
-    let m = a.len() / dim;
-    if a.len() != b.len() || !a.len().is_multiple_of(dim) || m == 0 {
-        return Err(Error::Shape(format!(
-            "aligned W2 needs two equal, non-empty sets of {dim}-coordinate configurations"
-        )));
-    }
-    let cost: Vec<f64> = (0..m * m)
-        .into_par_iter()
-        .with_min_len(64)
-        .map(|k| {
-            let (i, j) = (k / m, k % m);
-            aligned_sq_distance(
-                &a[i * dim..(i + 1) * dim],
-                &b[j * dim..(j + 1) * dim],
-                shape,
-            )
-        })
-        .collect();
-    let total = lsap::get_assigned_cost(m, m, &cost, false)
-        .map_err(|e| Error::Config(format!("assignment solver failed: {e}")))?;
-    Ok((total / m as f64).max(0.0).sqrt())
+    super::ot::w2_with_cost(a, b, shape.dim(), "aligned W2", |x, y| {
+        aligned_sq_distance(x, y, shape)
+    })
 }
 
 #[cfg(test)]

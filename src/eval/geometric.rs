@@ -32,10 +32,9 @@
 //! two cores, minutes for LJ-55 (the papers skip it there).
 
 use rand::seq::index::sample as sample_indices;
-use rayon::prelude::*;
 
 use super::aligned::{centred, kabsch};
-use super::{ot, Metrics};
+use super::{ot, valid_energies, Metrics};
 use crate::energy::particles::{interatomic_distances, remove_mean};
 use crate::energy::{ParticleShape, Target};
 use crate::error::{Error, Result};
@@ -79,28 +78,9 @@ pub fn geometric_sq_distance(x: &[f32], y: &[f32], shape: ParticleShape) -> f64 
 /// Geometric W2 between two equal-size sets of configurations (`[m, n·d]` each): exact OT with
 /// cost [`geometric_sq_distance`], square root taken. Pairwise costs run on all threads.
 pub fn geometric_w2(a: &[f32], b: &[f32], shape: ParticleShape) -> Result<f64> {
-    let dim = shape.dim();
-    let m = a.len() / dim;
-    if a.len() != b.len() || !a.len().is_multiple_of(dim) || m == 0 {
-        return Err(Error::Shape(format!(
-            "geometric W2 needs two equal, non-empty sets of {dim}-coordinate configurations"
-        )));
-    }
-    let cost: Vec<f64> = (0..m * m)
-        .into_par_iter()
-        .with_min_len(64)
-        .map(|k| {
-            let (i, j) = (k / m, k % m);
-            geometric_sq_distance(
-                &a[i * dim..(i + 1) * dim],
-                &b[j * dim..(j + 1) * dim],
-                shape,
-            )
-        })
-        .collect();
-    let total = lsap::get_assigned_cost(m, m, &cost, false)
-        .map_err(|e| Error::Config(format!("assignment solver failed: {e}")))?;
-    Ok((total / m as f64).max(0.0).sqrt())
+    ot::w2_with_cost(a, b, shape.dim(), "geometric W2", |x, y| {
+        geometric_sq_distance(x, y, shape)
+    })
 }
 
 /// `rows` rows of `x` (`[n, dim]`) drawn without replacement by `stream(seed, index)`, in the
@@ -154,19 +134,8 @@ pub fn adjoint_sampling_protocol(
     m.insert("as_rows".into(), rows as f64);
     m.insert("as_seed".into(), seed as f64);
     m.insert("as_geometric_w2".into(), geometric_w2(&s, &r, shape)?);
-    let energies = |x: &[f32]| -> Result<(Vec<f64>, usize)> {
-        let mut lp = vec![0.0f32; x.len() / dim];
-        target.log_prob_batch(x, &mut lp)?;
-        let valid: Vec<f64> = lp
-            .iter()
-            .filter(|v| v.is_finite())
-            .map(|&v| -f64::from(v))
-            .collect();
-        let invalid = lp.len() - valid.len();
-        Ok((valid, invalid))
-    };
-    let (es, bad) = energies(&s)?;
-    let (er, _) = energies(&r)?;
+    let (es, bad) = valid_energies(target, &s)?;
+    let (er, _) = valid_energies(target, &r)?;
     m.insert("as_invalid_samples".into(), bad as f64);
     if !es.is_empty() && !er.is_empty() {
         m.insert("as_energy_w2".into(), ot::wasserstein_1d(&es, &er, 2.0)?);

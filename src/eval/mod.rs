@@ -68,6 +68,19 @@ fn w2_rows(n_samples: usize, n_reference: usize) -> usize {
     n_samples.min(n_reference).min(W2_MAX_ROWS)
 }
 
+/// The energies E = −log p of the rows of `x` whose log p is finite, and how many were not.
+pub(crate) fn valid_energies(target: &Target, x: &[f32]) -> Result<(Vec<f64>, usize)> {
+    let mut lp = vec![0.0f32; x.len() / target.dim()];
+    target.log_prob_batch(x, &mut lp)?;
+    let valid: Vec<f64> = lp
+        .iter()
+        .filter(|v| v.is_finite())
+        .map(|&v| -f64::from(v))
+        .collect();
+    let invalid = lp.len() - valid.len();
+    Ok((valid, invalid))
+}
+
 /// Evaluate `samples` against `reference` (both `[n, dim]` in the target's coordinates), without
 /// the aligned W2.
 pub fn evaluate(target: &Target, samples: &[f32], reference: &[f32]) -> Result<Metrics> {
@@ -143,19 +156,8 @@ pub fn evaluate_with(
         m.insert("dist_w1".into(), ot::wasserstein_1d(&ds, &dr, 1.0)?);
     }
     m.insert("w2".into(), ot::w2_exact(&sc, &rc, dim)?);
-    let energies = |x: &[f32]| -> Result<(Vec<f64>, usize)> {
-        let mut lp = vec![0.0f32; x.len() / dim];
-        target.log_prob_batch(x, &mut lp)?;
-        let valid: Vec<f64> = lp
-            .iter()
-            .filter(|v| v.is_finite())
-            .map(|&v| -f64::from(v))
-            .collect();
-        let invalid = lp.len() - valid.len();
-        Ok((valid, invalid))
-    };
-    let (es, bad) = energies(samples)?;
-    let (er, _) = energies(reference)?;
+    let (es, bad) = valid_energies(target, samples)?;
+    let (er, _) = valid_energies(target, reference)?;
     m.insert("invalid_samples".into(), bad as f64);
     if !es.is_empty() && !er.is_empty() {
         m.insert("energy_w2".into(), ot::wasserstein_1d(&es, &er, 2.0)?);

@@ -33,6 +33,32 @@ pub fn w2_exact(a: &[f32], b: &[f32], dim: usize) -> Result<f64> {
     Ok((total / n as f64).max(0.0).sqrt())
 }
 
+/// W2 between two equal-size sets of `dim`-value rows for a pairwise squared cost `sq_cost`
+/// (e.g. a distance after alignment): the m² costs on all threads, the exact assignment (`lsap`),
+/// then √(mean assigned cost). `what` names the metric in the error for unequal or empty sets.
+pub fn w2_with_cost<F>(a: &[f32], b: &[f32], dim: usize, what: &str, sq_cost: F) -> Result<f64>
+where
+    F: Fn(&[f32], &[f32]) -> f64 + Sync,
+{
+    let m = a.len() / dim;
+    if a.len() != b.len() || !a.len().is_multiple_of(dim) || m == 0 {
+        return Err(Error::Shape(format!(
+            "{what} needs two equal, non-empty sets of {dim}-coordinate configurations"
+        )));
+    }
+    let cost: Vec<f64> = (0..m * m)
+        .into_par_iter()
+        .with_min_len(64)
+        .map(|k| {
+            let (i, j) = (k / m, k % m);
+            sq_cost(&a[i * dim..(i + 1) * dim], &b[j * dim..(j + 1) * dim])
+        })
+        .collect();
+    let total = lsap::get_assigned_cost(m, m, &cost, false)
+        .map_err(|e| Error::Config(format!("assignment solver failed: {e}")))?;
+    Ok((total / m as f64).max(0.0).sqrt())
+}
+
 /// Raw W2 between many independent pairs of equal-size sets: `a` and `b` are cut into consecutive
 /// chunks of `size` rows (a remainder shorter than `size` is dropped) and [`w2_exact`] is computed
 /// for every pair (chunk i of `a`, chunk j of `b`), in parallel. Returns the values row-major in
