@@ -51,15 +51,21 @@ fn cost_of(a: &DMatrix<f64>, b: &DMatrix<f64>, perm: &[usize]) -> f64 {
         .sum()
 }
 
-fn best_permutation(a: &DMatrix<f64>, b: &DMatrix<f64>, cost: &mut [f64]) -> Vec<usize> {
+fn best_permutation(a: &DMatrix<f64>, b: &DMatrix<f64>, cost: &mut Vec<f64>) -> Vec<usize> {
     let n = a.nrows();
     for i in 0..n {
         for j in 0..n {
             cost[i * n + j] = (a.row(i) - b.row(j)).norm_squared();
         }
     }
-    let cost_vec = cost.to_vec();
-    match lsap::solve(n, n, &cost_vec, false) {
+    assignment(n, cost)
+}
+
+/// The optimal assignment of an n×n cost matrix (row-major) as `perm[row] = column` (`lsap`,
+/// which takes a `&Vec`).
+#[allow(clippy::ptr_arg)]
+pub(crate) fn assignment(n: usize, cost: &Vec<f64>) -> Vec<usize> {
+    match lsap::solve(n, n, cost, false) {
         Ok((rows, cols)) => {
             let mut perm = vec![0; n];
             for (r, c) in rows.into_iter().zip(cols) {
