@@ -33,7 +33,7 @@
 
 use rand::seq::index::sample as sample_indices;
 
-use super::aligned::{assignment, centred, kabsch};
+use super::aligned::Aligner;
 use super::{ot, valid_energies, Metrics};
 use crate::energy::particles::{interatomic_distances, remove_mean};
 use crate::energy::{ParticleShape, Target};
@@ -45,32 +45,19 @@ pub const PROTOCOL_ROWS: usize = 2000;
 
 /// c(x, y)² of the module docs for two configurations (flattened `[n·d]`).
 pub fn geometric_sq_distance(x: &[f32], y: &[f32], shape: ParticleShape) -> f64 {
-    let (n, d) = (shape.n_particles, shape.spatial_dim);
-    let (xm, ym) = (centred(x, n, d), centred(y, n, d));
-    let mut cost = vec![0.0f64; n * n];
-    for i in 0..n {
-        for j in 0..n {
-            cost[i * n + j] = (xm.row(i) - ym.row(j)).norm();
-        }
-    }
-    // perm[i] = the particle of y matched to particle i of x
-    let perm = assignment(n, &cost);
-    // the orthogonal Q with x·Q ≈ y_π; |x·Q − y_π| = |x − y_π·Qᵀ|
-    let q = kabsch(&xm, &ym, &perm);
-    let xq = &xm * q;
-    perm.iter()
-        .enumerate()
-        .map(|(i, &j)| (xq.row(i) - ym.row(j)).norm_squared())
-        .sum::<f64>()
-        .max(0.0)
+    Aligner::new().geometric_sq_distance(x, y, shape)
 }
 
 /// Geometric W2 between two equal-size sets of configurations (`[m, n·d]` each): exact OT with
 /// cost [`geometric_sq_distance`], square root taken. Pairwise costs run on all threads.
 pub fn geometric_w2(a: &[f32], b: &[f32], shape: ParticleShape) -> Result<f64> {
-    ot::w2_with_cost(a, b, shape.dim(), "geometric W2", |x, y| {
-        geometric_sq_distance(x, y, shape)
-    })
+    ot::w2_with_cost(
+        a,
+        b,
+        shape.dim(),
+        "geometric W2",
+        |w: &mut Aligner, x, y| w.geometric_sq_distance(x, y, shape),
+    )
 }
 
 /// `rows` rows of `x` (`[n, dim]`) drawn without replacement by `stream(seed, index)`, in the

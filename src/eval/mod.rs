@@ -42,6 +42,7 @@
 //! `as_` prefix.
 
 pub mod aligned;
+pub mod assignment;
 pub mod geometric;
 pub mod grid;
 pub mod histogram;

@@ -36,9 +36,11 @@ pub fn w2_exact(a: &[f32], b: &[f32], dim: usize) -> Result<f64> {
 /// W2 between two equal-size sets of `dim`-value rows for a pairwise squared cost `sq_cost`
 /// (e.g. a distance after alignment): the m² costs on all threads, the exact assignment (`lsap`),
 /// then √(mean assigned cost). `what` names the metric in the error for unequal or empty sets.
-pub fn w2_with_cost<F>(a: &[f32], b: &[f32], dim: usize, what: &str, sq_cost: F) -> Result<f64>
+/// `sq_cost` gets a per-thread workspace `W` (created with `W::default()`) to reuse.
+pub fn w2_with_cost<W, F>(a: &[f32], b: &[f32], dim: usize, what: &str, sq_cost: F) -> Result<f64>
 where
-    F: Fn(&[f32], &[f32]) -> f64 + Sync,
+    W: Default,
+    F: Fn(&mut W, &[f32], &[f32]) -> f64 + Sync,
 {
     let m = a.len() / dim;
     if a.len() != b.len() || !a.len().is_multiple_of(dim) || m == 0 {
@@ -46,14 +48,30 @@ where
             "{what} needs two equal, non-empty sets of {dim}-coordinate configurations"
         )));
     }
+    // a progress bar on stderr (drawn only on a terminal) when the pairs take more than moments
+    let bar = if m * m >= 10_000 {
+        let bar = indicatif::ProgressBar::new((m * m) as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{what}: {{bar:30}} {{percent}}% of {m}×{m} pairs [{{elapsed}} < {{eta}}]"
+            ))
+            .expect("valid template"),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let cost: Vec<f64> = (0..m * m)
         .into_par_iter()
         .with_min_len(64)
-        .map(|k| {
+        .map_init(W::default, |w, k| {
             let (i, j) = (k / m, k % m);
-            sq_cost(&a[i * dim..(i + 1) * dim], &b[j * dim..(j + 1) * dim])
+            let c = sq_cost(w, &a[i * dim..(i + 1) * dim], &b[j * dim..(j + 1) * dim]);
+            bar.inc(1);
+            c
         })
         .collect();
+    bar.finish_and_clear();
     let total = lsap::get_assigned_cost(m, m, &cost, false)
         .map_err(|e| Error::Config(format!("assignment solver failed: {e}")))?;
     Ok((total / m as f64).max(0.0).sqrt())
