@@ -99,8 +99,8 @@ fn particle_costs(x: &[f64], y_t: &[f64], n: usize, d: usize, root: bool, cost: 
     }
 }
 
-/// Workspace of the alignment-based distances: one per thread, reused across pairs (the pair
-/// loop then allocates only the d×d matrices).
+/// Workspace of the alignment-based distances: one per thread, reused across pairs (a pair then
+/// allocates only the d×d matrices of its starts).
 #[derive(Debug, Default, Clone)]
 pub struct Aligner {
     a: Vec<f64>,
@@ -109,7 +109,10 @@ pub struct Aligner {
     b_t: Vec<f64>,
     rotated: Vec<f64>,
     cost: Vec<f64>,
+    /// the identity, returned if the solver ever refuses
     perm: Vec<usize>,
+    /// the assignment of the current alignment step
+    step_perm: Vec<usize>,
     solver: Assignment,
 }
 
@@ -175,10 +178,10 @@ impl Aligner {
     }
 
     /// Alternate the two exact partial minimisations from the orientation `q` of the centred
-    /// `self.a` onto `self.b` until the assignment is stable: the local minimum of the cost and
-    /// the orientation reaching it.
-    fn descend(&mut self, mut q: DMatrix<f64>, n: usize, d: usize) -> (f64, DMatrix<f64>) {
-        let mut perm: Vec<usize> = Vec::with_capacity(n);
+    /// `self.a` onto `self.b` until the assignment is stable: the local minimum of the cost.
+    fn descend(&mut self, mut q: DMatrix<f64>, n: usize, d: usize) -> f64 {
+        let mut perm = std::mem::take(&mut self.step_perm);
+        perm.clear();
         let mut c = f64::INFINITY;
         for step in 0..MAX_ITERS {
             self.rotate(&q, d);
@@ -192,7 +195,8 @@ impl Aligner {
             self.rotate(&q, d);
             c = self.assigned_cost(&perm, d);
         }
-        (c, q)
+        self.step_perm = perm;
+        c
     }
 
     /// The 2^d starting orientations: a's principal axes onto b's with every choice of signs.
@@ -214,23 +218,15 @@ impl Aligner {
             .collect()
     }
 
-    /// D(A, B)² of the module docs and the orientation Q (a·Q ≈ b permuted) reaching it.
-    pub fn align(&mut self, a: &[f32], b: &[f32], shape: ParticleShape) -> (f64, DMatrix<f64>) {
-        let (n, d) = (shape.n_particles, shape.spatial_dim);
-        self.load(a, b, n, d);
-        let mut best = (f64::INFINITY, DMatrix::identity(d, d));
-        for q in self.principal_starts(n, d) {
-            let found = self.descend(q, n, d);
-            if found.0 < best.0 {
-                best = found;
-            }
-        }
-        (best.0.max(0.0), best.1)
-    }
-
     /// D(A, B)² of the module docs for two configurations (flattened `[n·d]`).
     pub fn aligned_sq_distance(&mut self, a: &[f32], b: &[f32], shape: ParticleShape) -> f64 {
-        self.align(a, b, shape).0
+        let (n, d) = (shape.n_particles, shape.spatial_dim);
+        self.load(a, b, n, d);
+        let mut best = f64::INFINITY;
+        for q in self.principal_starts(n, d) {
+            best = best.min(self.descend(q, n, d));
+        }
+        best.max(0.0)
     }
 
     /// The geometric distance² of the adjoint-sampling protocol ([`super::geometric`]): one
@@ -241,10 +237,14 @@ impl Aligner {
         self.load(x, y, n, d);
         self.rotated.clone_from(&self.a);
         // perm[i] = the particle of y matched to particle i of x
-        let perm = self.assign(n, d, true, false).to_vec();
+        let mut perm = std::mem::take(&mut self.step_perm);
+        perm.clear();
+        perm.extend_from_slice(self.assign(n, d, true, false));
         let q = kabsch(&self.a, &self.b, &perm, d);
         self.rotate(&q, d);
-        self.assigned_cost(&perm, d).max(0.0)
+        let c = self.assigned_cost(&perm, d);
+        self.step_perm = perm;
+        c.max(0.0)
     }
 }
 
