@@ -131,6 +131,16 @@ pub struct TrainConfig {
     /// too. At least 2 when on.
     #[serde(default)]
     pub refine_steps: usize,
+    /// Importance resampling of the final samples (0 = off): a CNF is fitted by flow matching
+    /// on the sampler's samples, this many CNF samples are drawn with their exact density q,
+    /// weighted by p̃/q and resampled to `eval_samples` points (`importance_resampling` docs).
+    /// Reported beside the sampler's figures with its ESS and energy calls (one per proposal).
+    /// At least `eval_samples` when on.
+    #[serde(default)]
+    pub reweight_proposals: usize,
+    /// Flow-matching steps of that CNF (0 = the target's CNF preset, as `idem nll`).
+    #[serde(default)]
+    pub reweight_cnf_steps: usize,
     /// Euler–Maruyama steps for the final samples and `idem sample` (the per-epoch buffer
     /// generation uses `sde.steps`, usually fewer: it runs every epoch).
     pub final_sde_steps: usize,
@@ -277,6 +287,9 @@ impl TrainConfig {
             return bad(
                 "refine_steps must be 0 (off) or at least 2 (half of them adapt the step size)",
             );
+        }
+        if self.reweight_proposals != 0 && self.reweight_proposals < self.eval_samples {
+            return bad("reweight_proposals must be 0 (off) or at least eval_samples");
         }
         if !(self.lr > 0.0 && self.data_scale > 0.0) || self.max_grad_norm < 0.0 {
             return bad("lr and data_scale must be positive, max_grad_norm ≥ 0");

@@ -12,6 +12,7 @@ pub mod dem_target;
 pub mod energy;
 pub mod error;
 pub mod eval;
+pub mod importance_resampling;
 pub mod io;
 pub mod mcmc;
 pub mod model;

@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 use crate::config::TrainConfig;
 use crate::energy::Target;
 use crate::error::{Error, Result};
+use crate::importance_resampling::{self, Reweighting};
 use crate::io::checkpoint;
 use crate::net::{Net, Params, ScoreNet};
 use crate::noise_schedule::NoiseSchedule;
@@ -63,6 +64,13 @@ pub fn check_target(cfg: &TrainConfig, target: &Target) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// What the sampling options did in [`ScoreModel::sample`] (`None`: off).
+#[derive(Clone, Debug, Default)]
+pub struct SampleOptions {
+    pub reweighting: Option<Reweighting>,
+    pub refinement: Option<Refinement>,
 }
 
 /// Network + configuration + target.
@@ -215,6 +223,24 @@ impl ScoreModel {
             .collect())
     }
 
+    /// `n` final samples (target coordinates) as `idem sample` draws them: the reverse SDE with
+    /// [`TrainConfig::final_sde`], then the importance-resampling option (`reweight_proposals`),
+    /// then the refinement option (`refine_steps`) — MALA steps after resampling also spread the
+    /// resampled duplicates (resample-move). Returns the options' reports.
+    pub fn sample(&self, n: usize, seed: u64) -> Result<(Vec<f32>, SampleOptions)> {
+        let mut x = self.generate(n, seed, &self.cfg.final_sde(), 1000)?;
+        let mut done = SampleOptions::default();
+        if let Some((r, rep)) = self.reweight(&x, seed, |_, _, _| {})? {
+            x = r;
+            done.reweighting = Some(rep);
+        }
+        if let Some((r, rep)) = self.refine(&x, seed)? {
+            x = r;
+            done.refinement = Some(rep);
+        }
+        Ok((x, done))
+    }
+
     /// The refinement option (`refine_steps`, [`crate::refine`]) applied to samples `x` (target
     /// coordinates) drawn with `seed`: `None` when it is off.
     pub fn refine(&self, x: &[f32], seed: u64) -> Result<Option<(Vec<f32>, Refinement)>> {
@@ -223,5 +249,29 @@ impl ScoreModel {
         }
         let seed = crate::rng::mix64(seed ^ 0x2EF1);
         refine::refine(&self.target, x, self.cfg.refine_steps, seed).map(Some)
+    }
+
+    /// The importance-resampling option (`reweight_proposals`,
+    /// [`crate::importance_resampling`]) applied to samples `x` (target coordinates) drawn with
+    /// `seed`: `None` when it is off.
+    pub fn reweight(
+        &self,
+        x: &[f32],
+        seed: u64,
+        progress: impl FnMut(&str, usize, usize),
+    ) -> Result<Option<(Vec<f32>, Reweighting)>> {
+        if self.cfg.reweight_proposals == 0 {
+            return Ok(None);
+        }
+        importance_resampling::reweight(
+            &self.target,
+            x,
+            self.cfg.reweight_proposals,
+            self.cfg.reweight_cnf_steps,
+            crate::rng::mix64(seed ^ 0x1EB),
+            &self.device,
+            progress,
+        )
+        .map(Some)
     }
 }

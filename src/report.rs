@@ -1,6 +1,9 @@
 //! The end of a training run: final samples from the last checkpoint, their evaluation on the
 //! validation set, `samples.npy`, `summary.json` and the plots; with `refine_steps`, the refined
-//! samples (`samples_refined.npy`, `plots/refined/`) and their figures beside the sampler's.
+//! samples (`samples_refined.npy`, `plots/refined/`), and with `reweight_proposals` the
+//! importance-resampled ones (`samples_reweighted.npy`, `plots/reweighted/`), and with both the
+//! resampled ones refined (`samples_reweighted_refined.npy`, what `idem sample` returns), with
+//! their figures beside the sampler's.
 
 use serde_json::json;
 
@@ -47,18 +50,84 @@ pub fn finish_run(trainer: &Trainer) -> Result<String> {
         )?),
         None => None,
     };
-    // the refinement option: its samples and figures beside the sampler's, never instead
-    let refined = match model.refine(&samples, cfg.seed)? {
-        Some((r, rep)) => {
-            npy::write(&dir.join("samples_refined.npy"), &r, &[r.len() / dim, dim])?;
-            let m = match &validation {
-                Some(v) => Some(eval::evaluate_with(&model.target.clone(), &r, v, true)?),
-                None => None,
-            };
-            Some((r, rep, m))
+    // the refinement and importance-resampling options: their samples and figures beside the
+    // sampler's, never instead
+    let evaluate = |x: &[f32]| -> Result<Option<eval::Metrics>> {
+        match &validation {
+            Some(v) => Ok(Some(eval::evaluate_with(
+                &model.target.clone(),
+                x,
+                v,
+                true,
+            )?)),
+            None => Ok(None),
         }
-        None => None,
     };
+    let mut variants: Vec<Variant> = Vec::new();
+    if let Some((r, rep)) = model.refine(&samples, cfg.seed)? {
+        variants.push(Variant {
+            key: "refined",
+            name: "refinement",
+            file: "samples_refined.npy",
+            note: format!(
+                "refined: {} MALA steps per sample, step size {:.3e}, acceptance {:.2}, {} energy calls",
+                rep.steps, rep.step_size, rep.accept, rep.energy_calls
+            ),
+            title: format!("refined ({} MALA steps)", rep.steps),
+            metrics: evaluate(&r)?,
+            energy_calls: rep.energy_calls,
+            report: json!(rep),
+            samples: r,
+        });
+    }
+    if let Some((r, rep)) = model.reweight(&samples, cfg.seed, |_, _, _| {})? {
+        // with both options on, `idem sample` refines the resampled points (resample-move): that
+        // pipeline's output gets its own column
+        let both = match model.refine(&r, cfg.seed)? {
+            Some((rr, rrep)) => Some(Variant {
+                key: "reweighted_refined",
+                name: "refinement_after_reweighting",
+                file: "samples_reweighted_refined.npy",
+                note: format!(
+                    "reweighted_refined: the resampled points after {} MALA steps (acceptance \
+                     {:.2}, {} energy calls), as `idem sample` returns them",
+                    rrep.steps, rrep.accept, rrep.energy_calls
+                ),
+                title: format!("reweighted, then {} MALA steps", rrep.steps),
+                metrics: evaluate(&rr)?,
+                energy_calls: rep.energy_calls + rrep.energy_calls,
+                report: json!(rrep),
+                samples: rr,
+            }),
+            None => None,
+        };
+        variants.push(Variant {
+            key: "reweighted",
+            name: "reweighting",
+            file: "samples_reweighted.npy",
+            note: format!(
+                "reweighted: CNF importance resampling of {} proposals, ESS {:.3}, {} distinct, \
+                 {} energy calls, {:.0} s",
+                rep.resampling.proposals,
+                rep.resampling.ess,
+                rep.resampling.distinct,
+                rep.energy_calls,
+                rep.wall_s
+            ),
+            title: format!(
+                "reweighted (ESS {:.2} of {})",
+                rep.resampling.ess, rep.resampling.proposals
+            ),
+            metrics: evaluate(&r)?,
+            energy_calls: rep.energy_calls,
+            report: json!(rep),
+            samples: r,
+        });
+        variants.extend(both);
+    }
+    for v in &variants {
+        npy::write(&dir.join(v.file), &v.samples, &[v.samples.len() / dim, dim])?;
+    }
     let (wall, calls) = trainer.totals();
     let mut summary = json!({
         "checkpoint": file,
@@ -67,10 +136,11 @@ pub fn finish_run(trainer: &Trainer) -> Result<String> {
         "energy_calls": calls,
         "validation": metrics,
     });
-    if let Some((_, rep, m)) = &refined {
-        summary["refinement"] = json!(rep);
-        summary["validation_refined"] = json!(m);
-        summary["energy_calls_with_refinement"] = json!(calls + rep.energy_calls);
+    for v in &variants {
+        let name = v.name;
+        summary[name] = v.report.clone();
+        summary[format!("validation_{}", v.key)] = json!(v.metrics);
+        summary[format!("energy_calls_with_{name}")] = json!(calls + v.energy_calls);
     }
     npy::write_atomic(
         &dir.join("summary.json"),
@@ -86,10 +156,10 @@ pub fn finish_run(trainer: &Trainer) -> Result<String> {
             if let Err(e) = plot::sample_plots(&plots, &model.target, &samples, v, &title) {
                 notes.push(format!("warning: {e}"));
             }
-            if let Some((r, rep, _)) = &refined {
-                let title = format!("{title}, refined ({} MALA steps)", rep.steps);
+            for x in &variants {
+                let title = format!("{title}, {}", x.title);
                 if let Err(e) =
-                    plot::sample_plots(&plots.join("refined"), &model.target, r, v, &title)
+                    plot::sample_plots(&plots.join(x.key), &model.target, &x.samples, v, &title)
                 {
                     notes.push(format!("warning: {e}"));
                 }
@@ -104,34 +174,41 @@ pub fn finish_run(trainer: &Trainer) -> Result<String> {
         "validation metrics of {} samples from {file}:\n",
         samples.len() / dim
     );
-    match &refined {
-        None => {
-            for (k, v) in metrics.iter().flatten() {
-                out.push_str(&format!("  {k:16} {v:.4}\n"));
+    if variants.is_empty() {
+        for (k, v) in metrics.iter().flatten() {
+            out.push_str(&format!("  {k:16} {v:.4}\n"));
+        }
+    } else {
+        out.push_str(&format!("  {:16} {:>10}", "", "sampler"));
+        for v in &variants {
+            out.push_str(&format!(" {:>10}", v.key));
+        }
+        out.push('\n');
+        if let Some(a) = &metrics {
+            for (k, val) in a {
+                out.push_str(&format!("  {k:16} {val:10.4}"));
+                for v in &variants {
+                    let w = v
+                        .metrics
+                        .as_ref()
+                        .and_then(|m| m.get(k))
+                        .copied()
+                        .unwrap_or(f64::NAN);
+                    out.push_str(&format!(" {w:10.4}"));
+                }
+                out.push('\n');
             }
         }
-        Some((_, rep, m)) => {
-            out.push_str(&format!(
-                "  {:16} {:>10} {:>10}   (refined: {} MALA steps per sample, step size {:.3e}, \
-                 acceptance {:.2}, {} energy calls)\n",
-                "", "sampler", "refined", rep.steps, rep.step_size, rep.accept, rep.energy_calls
-            ));
-            if let (Some(a), Some(b)) = (&metrics, m) {
-                for (k, v) in a {
-                    let w = b.get(k).copied().unwrap_or(f64::NAN);
-                    out.push_str(&format!("  {k:16} {v:10.4} {w:10.4}\n"));
-                }
-            }
+        for v in &variants {
+            out.push_str(&format!("  ({})\n", v.note));
         }
     }
+    out.push_str(&format!("samples: {}", dir.join("samples.npy").display()));
+    for v in &variants {
+        out.push_str(&format!(" ({}: {})", v.key, dir.join(v.file).display()));
+    }
     out.push_str(&format!(
-        "samples: {}{}\nmetrics: {}\nsummary: {}\nplots:   {}",
-        dir.join("samples.npy").display(),
-        if refined.is_some() {
-            format!(" (refined: {})", dir.join("samples_refined.npy").display())
-        } else {
-            String::new()
-        },
+        "\nmetrics: {}\nsummary: {}\nplots:   {}",
         dir.join("metrics.jsonl").display(),
         dir.join("summary.json").display(),
         plots.display()
@@ -140,4 +217,20 @@ pub fn finish_run(trainer: &Trainer) -> Result<String> {
         out.push_str(&format!("\n{n}"));
     }
     Ok(out)
+}
+
+/// Final samples changed by an option (refinement, importance resampling), reported beside the
+/// sampler's.
+struct Variant {
+    /// Column name, `validation_<key>` in summary.json, `plots/<key>/`.
+    key: &'static str,
+    /// Its report in summary.json, and `energy_calls_with_<name>` (training + the option's calls).
+    name: &'static str,
+    file: &'static str,
+    note: String,
+    title: String,
+    metrics: Option<eval::Metrics>,
+    energy_calls: u64,
+    report: serde_json::Value,
+    samples: Vec<f32>,
 }

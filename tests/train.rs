@@ -89,6 +89,67 @@ fn refinement_is_reported_beside_the_sampler_with_its_energy_calls() {
 }
 
 #[test]
+fn importance_resampling_and_its_refinement_are_reported_beside_the_sampler_with_their_energy_calls(
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let (ok, out, err) = train(
+        &run,
+        &[
+            "--set",
+            "epochs=1",
+            "--set",
+            "reweight_proposals=300",
+            "--set",
+            "reweight_cnf_steps=30",
+            "--set",
+            "refine_steps=4",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("sampler") && out.contains("reweighted"),
+        "{out}"
+    );
+    for f in [
+        "samples_reweighted.npy",
+        "plots/reweighted/samples.png",
+        "samples_reweighted_refined.npy",
+        "plots/reweighted_refined/samples.png",
+    ] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    for k in ["w2", "energy_w2", "mean_logp"] {
+        for v in ["validation_reweighted", "validation_reweighted_refined"] {
+            assert!(s[v][k].is_number(), "{v} {k}");
+        }
+    }
+    // with both options, the resampled points are refined as `idem sample` does: 300 log p for
+    // the proposals, 100 × (4 + 2) for the MALA steps
+    assert_eq!(
+        s["energy_calls_with_refinement_after_reweighting"]
+            .as_u64()
+            .unwrap(),
+        s["energy_calls"].as_u64().unwrap() + 300 + 600
+    );
+    // one log p per proposal
+    assert_eq!(s["reweighting"]["energy_calls"], 300);
+    assert_eq!(s["reweighting"]["proposals"], 300);
+    let ess = s["reweighting"]["ess"].as_f64().unwrap();
+    assert!(ess > 0.0 && ess <= 1.0, "{ess}");
+    let b = npy::read(&run.join("samples_reweighted.npy")).unwrap();
+    assert_eq!(b.shape, vec![100, 2]);
+    // too few proposals for the samples is refused before training
+    let (ok, _, err) = train(
+        &tmp.path().join("bad"),
+        &["--set", "epochs=1", "--set", "reweight_proposals=50"],
+    );
+    assert!(!ok && err.contains("reweight_proposals"), "{err}");
+}
+
+#[test]
 fn train_writes_a_complete_run_and_resume_continues_it() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");

@@ -295,7 +295,9 @@ class Run:
         ``[n, dim]`` in the target's coordinates. ``checkpoint``: ``"last"`` (end of training) or
         ``"best"`` (best validation W2). ``overrides``: sampler settings such as
         ``{"final_sde_steps": 500}``, or ``{"refine_steps": 40}`` for that many MALA steps from
-        each sample (the refinement option, p-invariant; its energy calls are ``n·(steps + 2)``)."""
+        each sample (the refinement option, p-invariant; its energy calls are ``n·(steps + 2)``),
+        or ``{"reweight_proposals": 4000}`` for importance resampling from a CNF fitted on the
+        samples (one energy call per proposal; applied before the refinement when both are set)."""
         files = {"last": "checkpoint.safetensors", "best": "best.safetensors"}
         if checkpoint not in files:
             raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")

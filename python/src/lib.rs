@@ -504,11 +504,7 @@ fn sample<'py>(
     let res = py.detach(|| -> idem::Result<(Vec<f32>, usize)> {
         let mut model = ScoreModel::load_with(&dir, file, t, &candle_core::Device::Cpu)?;
         model.cfg = model.cfg.with_overrides(&sets)?;
-        let x = model.generate(n, seed, &model.cfg.final_sde(), 1000)?;
-        let x = match model.refine(&x, seed)? {
-            Some((r, _)) => r,
-            None => x,
-        };
+        let (x, _) = model.sample(n, seed)?;
         Ok((x, model.target.dim()))
     });
     let (x, dim) = res.map_err(|e| to_py(py, target, e, "while sampling"))?;

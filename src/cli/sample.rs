@@ -28,7 +28,8 @@ pub struct SampleArgs {
     #[arg(long, default_value = "last")]
     checkpoint: String,
     /// Override sampler settings, e.g. --set final_sde_steps=500 --set sde.ode=true, or
-    /// --set refine_steps=40 for MALA refinement of the samples (energy calls printed).
+    /// --set refine_steps=40 for MALA refinement of the samples, --set reweight_proposals=4000
+    /// for CNF importance resampling (applied first when both are set; energy calls printed).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
 }
@@ -43,14 +44,21 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         .with_context(|| format!("cannot load the model of {}", a.run.display()))?;
     model.cfg = model.cfg.with_overrides(&a.sets)?;
     let dim = model.target.dim();
-    let mut x = model.generate(a.n, a.seed, &model.cfg.final_sde(), 1000)?;
-    if let Some((r, rep)) = model.refine(&x, a.seed)? {
+    let (x, done) = model.sample(a.n, a.seed)?;
+    if let Some(rep) = done.reweighting {
+        let r = &rep.resampling;
+        eprintln!(
+            "idem: importance-resampled from {} CNF proposals (ESS {:.3}, {} distinct, largest \
+             weight {:.2e}, log Z ≈ {:.3}, {} energy calls, {:.0} s)",
+            r.proposals, r.ess, r.distinct, r.max_weight, r.logz, rep.energy_calls, rep.wall_s
+        );
+    }
+    if let Some(rep) = done.refinement {
         eprintln!(
             "idem: refined with {} MALA steps per sample (step size {:.3e}, acceptance {:.2}, \
              {} energy calls, {} invalid samples kept as drawn)",
             rep.steps, rep.step_size, rep.accept, rep.energy_calls, rep.invalid_kept
         );
-        x = r;
     }
     npy::write(&a.out, &x, &[a.n, dim])?;
     eprintln!("idem: wrote {} samples to {}", a.n, a.out.display());

@@ -16,13 +16,13 @@
 //! estimator εᵀ(∂v/∂y)ε with one Rademacher ε per trajectory. Integration: adaptive DOPRI5
 //! ([`super::ode`]) over chunks of points; NFE is reported per chunk (summed).
 
-use candle_core::{Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 
 use super::ode::Dopri5;
 use super::Cnf;
 use crate::energy::particles::remove_mean;
 use crate::error::{Error, Result};
-use crate::net::ScoreNet;
+use crate::net::{Net, ScoreNet};
 use crate::rng::{mix64, NormalStream};
 
 /// Log-densities of some points and the cost of computing them.
@@ -37,6 +37,92 @@ pub struct LogDensities {
 /// Points per ODE chunk (the solver's step is shared within a chunk).
 pub const CHUNK: usize = 1000;
 
+/// Output and divergence Σ_k ∂out_k/∂y_k of `net` at points `y` (`[B, dim]`) and time `t`:
+/// exact (one backward pass per coordinate) or, with `probes` (Rademacher vectors `[B, dim]`),
+/// Hutchinson's estimator εᵀ(∂out/∂y)ε. Used for a CNF's velocity and for the probability-flow
+/// ODE of a score network (`examples/pf_importance.rs`).
+pub fn output_divergence(
+    net: &Net,
+    device: &Device,
+    y: &[f32],
+    t: f32,
+    dim: usize,
+    probes: Option<&[f32]>,
+) -> Result<(Vec<f32>, Vec<f64>)> {
+    let b = y.len() / dim;
+    let yv = Var::from_tensor(&Tensor::from_slice(y, (b, dim), device)?)?;
+    let tt = Tensor::full(t, b, device)?;
+    let v = net.forward(yv.as_tensor(), &tt)?;
+    let mut div = vec![0.0f64; b];
+    let input_grad = |out: &Tensor| -> Result<Vec<f32>> {
+        let grads = out.sum_all()?.backward()?;
+        Ok(grads
+            .get(yv.as_tensor())
+            .ok_or_else(|| Error::Config("no input gradient".into()))?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    };
+    match probes {
+        Some(eps) => {
+            let e = Tensor::from_slice(eps, (b, dim), device)?;
+            let g = input_grad(&(&v * &e)?)?;
+            for (i, d) in div.iter_mut().enumerate() {
+                *d = (0..dim)
+                    .map(|k| f64::from(g[i * dim + k] * eps[i * dim + k]))
+                    .sum();
+            }
+        }
+        None => {
+            for k in 0..dim {
+                let g = input_grad(&v.narrow(1, k, 1)?)?;
+                for (i, d) in div.iter_mut().enumerate() {
+                    *d += f64::from(g[i * dim + k]);
+                }
+            }
+        }
+    }
+    Ok((v.flatten_all()?.to_vec1::<f32>()?, div))
+}
+
+/// A velocity field with its divergence at f32 points `[B, dim]` and time t.
+pub type FieldFn<'a> = dyn FnMut(&[f32], f64) -> Result<(Vec<f32>, Vec<f64>)> + 'a;
+
+/// Integrate augmented states `[y, a]` (rows of dim + 1, a accumulating the divergence:
+/// da/dt = div v) from `t0` to `t1` with `solver`; returns the number of field evaluations.
+pub fn integrate_augmented(
+    solver: &Dopri5,
+    dim: usize,
+    state: &mut [f64],
+    t0: f64,
+    t1: f64,
+    field: &mut FieldFn<'_>,
+) -> Result<usize> {
+    let w = dim + 1;
+    let rows = state.len() / w;
+    let mut y32 = vec![0.0f32; rows * dim];
+    let mut f = |t: f64, s: &[f64], ds: &mut [f64]| -> Result<()> {
+        for (r, row) in s.chunks_exact(w).enumerate() {
+            for k in 0..dim {
+                y32[r * dim + k] = row[k] as f32;
+            }
+        }
+        let (v, div) = field(&y32, t)?;
+        for (r, row) in ds.chunks_exact_mut(w).enumerate() {
+            for k in 0..dim {
+                row[k] = f64::from(v[r * dim + k]);
+            }
+            row[dim] = div[r];
+            if !row.iter().all(|x| x.is_finite()) {
+                return Err(Error::NonFinite(format!(
+                    "velocity or divergence is not finite at t = {t}"
+                )));
+            }
+        }
+        Ok(())
+    };
+    Ok(solver.integrate(&mut f, t0, t1, state, w)?.nfe)
+}
+
 impl Cnf {
     /// Velocity and divergence at network-coordinate points `y` (`[B, dim]`) and time `t`.
     /// `probes`: Rademacher vectors (`[B, dim]`) for Hutchinson's estimator, `None` = exact.
@@ -46,42 +132,7 @@ impl Cnf {
         t: f32,
         probes: Option<&[f32]>,
     ) -> Result<(Vec<f32>, Vec<f64>)> {
-        let dim = self.target.dim();
-        let b = y.len() / dim;
-        let yv = Var::from_tensor(&Tensor::from_slice(y, (b, dim), &self.device)?)?;
-        let tt = Tensor::full(t, b, &self.device)?;
-        let v = self.infer.forward(yv.as_tensor(), &tt)?;
-        let mut div = vec![0.0f64; b];
-        match probes {
-            Some(eps) => {
-                let e = Tensor::from_slice(eps, (b, dim), &self.device)?;
-                let grads = (&v * &e)?.sum_all()?.backward()?;
-                let g = grads
-                    .get(yv.as_tensor())
-                    .ok_or_else(|| Error::Config("no input gradient".into()))?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?;
-                for (i, d) in div.iter_mut().enumerate() {
-                    *d = (0..dim)
-                        .map(|k| f64::from(g[i * dim + k] * eps[i * dim + k]))
-                        .sum();
-                }
-            }
-            None => {
-                for k in 0..dim {
-                    let grads = v.narrow(1, k, 1)?.sum_all()?.backward()?;
-                    let g = grads
-                        .get(yv.as_tensor())
-                        .ok_or_else(|| Error::Config("no input gradient".into()))?
-                        .flatten_all()?
-                        .to_vec1::<f32>()?;
-                    for (i, d) in div.iter_mut().enumerate() {
-                        *d += f64::from(g[i * dim + k]);
-                    }
-                }
-            }
-        }
-        Ok((v.flatten_all()?.to_vec1::<f32>()?, div))
+        output_divergence(&self.infer, &self.device, y, t, self.target.dim(), probes)
     }
 
     fn solver(&self) -> Dopri5 {
@@ -95,8 +146,7 @@ impl Cnf {
     /// Integrate augmented states `[y, a]` (rows of dim + 1) from `t0` to `t1`.
     fn integrate_augmented(&self, state: &mut [f64], t0: f64, t1: f64, seed: u64) -> Result<usize> {
         let dim = self.target.dim();
-        let w = dim + 1;
-        let rows = state.len() / w;
+        let rows = state.len() / (dim + 1);
         let probes: Option<Vec<f32>> = (!self.cfg.exact_divergence).then(|| {
             let mut z = vec![0.0f32; rows * dim];
             NormalStream::new(mix64(seed ^ 0x4C7), 0).fill(&mut z);
@@ -104,28 +154,9 @@ impl Cnf {
                 .map(|v| if *v < 0.0 { -1.0 } else { 1.0 })
                 .collect()
         });
-        let mut y32 = vec![0.0f32; rows * dim];
-        let mut f = |t: f64, s: &[f64], ds: &mut [f64]| -> Result<()> {
-            for (r, row) in s.chunks_exact(w).enumerate() {
-                for k in 0..dim {
-                    y32[r * dim + k] = row[k] as f32;
-                }
-            }
-            let (v, div) = self.velocity_divergence(&y32, t as f32, probes.as_deref())?;
-            for (r, row) in ds.chunks_exact_mut(w).enumerate() {
-                for k in 0..dim {
-                    row[k] = f64::from(v[r * dim + k]);
-                }
-                row[dim] = div[r];
-                if !row.iter().all(|x| x.is_finite()) {
-                    return Err(Error::NonFinite(format!(
-                        "CNF velocity or divergence is not finite at t = {t}"
-                    )));
-                }
-            }
-            Ok(())
-        };
-        Ok(self.solver().integrate(&mut f, t0, t1, state, w)?.nfe)
+        let mut field =
+            |y: &[f32], t: f64| self.velocity_divergence(y, t as f32, probes.as_deref());
+        integrate_augmented(&self.solver(), dim, state, t0, t1, &mut field)
     }
 
     /// Exact (or Hutchinson) log-likelihood of points `x` (`[N, dim]`, target coordinates;
@@ -202,7 +233,7 @@ impl Cnf {
 }
 
 /// Rows of `chunk` (`[rows, dim]`) as augmented ODE states `[y, a = 0]` (f64).
-fn augmented(chunk: &[f32], dim: usize) -> Vec<f64> {
+pub fn augmented(chunk: &[f32], dim: usize) -> Vec<f64> {
     let mut state = vec![0.0f64; chunk.len() / dim * (dim + 1)];
     for (row, y) in state.chunks_exact_mut(dim + 1).zip(chunk.chunks_exact(dim)) {
         row[..dim]

@@ -143,8 +143,12 @@ pub struct Cnf {
 impl Cnf {
     /// A freshly initialised CNF.
     pub fn new(cfg: &CnfConfig, device: &Device) -> Result<Self> {
+        Self::with_target(cfg, Target::by_name(&cfg.target)?, device)
+    }
+
+    /// A freshly initialised CNF for any target (a user's too; `cfg.target` is then its name).
+    pub fn with_target(cfg: &CnfConfig, target: Target, device: &Device) -> Result<Self> {
         let cfg = cfg.clone().validated()?;
-        let target = Target::by_name(&cfg.target)?;
         let mut params = Params::new(device);
         let net = Net::new(
             &mut params,

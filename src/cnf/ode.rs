@@ -10,7 +10,8 @@
 //!   a step is accepted when the **largest row error** is ≤ 1 (stricter than one norm over the
 //!   whole batch, so every point meets the tolerance). New step h·min(10, max(0.2,
 //!   0.9·err^−1/5)), no growth right after a rejection.
-//! * Initial step: Hairer's heuristic (II.4, "starting step size") from ‖y₀‖ and ‖f(t₀, y₀)‖.
+//! * Initial step: Hairer's heuristic (II.4, "starting step size") from ‖y₀‖ and ‖f(t₀, y₀)‖,
+//!   never longer than the interval (its probe would otherwise leave it where f(t₀) ≈ 0).
 //! * Integration runs from t0 to t1 in either direction; `nfe` counts right-hand-side calls.
 
 use crate::error::{Error, Result};
@@ -126,7 +127,8 @@ impl Dopri5 {
             Ok(())
         };
         call(t0, y, &mut k[0], &mut st)?;
-        let mut h = self.initial_step(&mut call, t0, y, &k[0], dir, width, &mut st)?;
+        let span = (t1 - t0).abs();
+        let mut h = self.initial_step(&mut call, t0, y, &k[0], dir, span, width, &mut st)?;
         let mut t = t0;
         let mut last_rejected = false;
         while (t1 - t) * dir > 0.0 {
@@ -221,6 +223,7 @@ impl Dopri5 {
         y0: &[f64],
         f0: &[f64],
         dir: f64,
+        span: f64,
         width: usize,
         st: &mut OdeStats,
     ) -> Result<f64> {
@@ -241,7 +244,9 @@ impl Dopri5 {
             1e-6
         } else {
             0.01 * d0 / d1
-        };
+        }
+        // never probe outside the interval (a near-zero f at t0 makes d0/d1 huge)
+        .min(span);
         let y1: Vec<f64> = (0..n).map(|i| y0[i] + dir * h0 * f0[i]).collect();
         let mut f1 = vec![0.0; n];
         call(t0 + dir * h0, &y1, &mut f1, st)?;
@@ -252,13 +257,41 @@ impl Dopri5 {
         } else {
             (0.01 / d1.max(d2)).powf(0.2)
         };
-        Ok(dir * (100.0 * h0).min(h1))
+        Ok(dir * (100.0 * h0).min(h1).min(span))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A right-hand side that is nearly zero at t0 makes Hairer's ‖y‖/‖f‖ huge: the starting
+    /// step must still stay inside the interval (it used to probe far beyond it).
+    #[test]
+    fn the_starting_step_never_leaves_the_interval() {
+        for (t0, t1) in [(0.0, 1.0), (1.0, 0.0)] {
+            let mut worst = 0.0f64;
+            let mut f = |t: f64, y: &[f64], dy: &mut [f64]| -> Result<()> {
+                worst = worst.max((t - t0) / (t1 - t0));
+                dy[0] = 1e-3 * y[0];
+                Ok(())
+            };
+            let mut y = vec![1.0];
+            Dopri5::default()
+                .integrate(&mut f, t0, t1, &mut y, 1)
+                .unwrap();
+            assert!(
+                worst <= 1.0 + 1e-12,
+                "probed at fraction {worst} of the interval"
+            );
+            let want = if t1 > t0 {
+                1e-3f64.exp()
+            } else {
+                (-1e-3f64).exp()
+            };
+            assert!((y[0] - want).abs() < 1e-8, "{} vs {want}", y[0]);
+        }
+    }
 
     /// y′ = A·y for a rotation-plus-decay generator: the exact solution is known; the error is
     /// of the order of the tolerance, and a tighter tolerance costs more evaluations.
