@@ -16,6 +16,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("dw4-idem", include_str!("../presets/dw4-idem.toml")),
     ("dw4-pdem", include_str!("../presets/dw4-pdem.toml")),
     ("dw4-fast", include_str!("../presets/dw4-fast.toml")),
+    ("dw4-quarter", include_str!("../presets/dw4-quarter.toml")),
     ("lj13-idem", include_str!("../presets/lj13-idem.toml")),
     ("lj13-pdem", include_str!("../presets/lj13-pdem.toml")),
     ("lj13-fast", include_str!("../presets/lj13-fast.toml")),
