@@ -188,6 +188,39 @@ fn bench_prints_one_json_line_per_shape() {
     assert!(v["ms"].as_f64().unwrap() > 0.0 && v["pair_terms_per_s"].as_f64().unwrap() > 0.0);
     let (ok, _, err) = idem(&["bench", "target", "--only", "nope"]);
     assert!(!ok && err.contains("no benchmark matches"), "{err}");
+    // the reference's figure from a same-session file: speed-up = its ms / ours
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reference.json");
+    std::fs::write(
+        &file,
+        r#"{"reference_ms": {"dw4": {"B": 512, "K": 1000, "ms": 123.5}}}"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let (ok, out, err) = idem(&[
+        "bench",
+        "target",
+        "--json",
+        "--repeats",
+        "1",
+        "--only",
+        "dw4",
+        "--reference",
+        file,
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["reference_ms"].as_f64(), Some(123.5));
+    let ratio = 123.5 / v["ms"].as_f64().unwrap();
+    assert!((v["speedup"].as_f64().unwrap() - ratio).abs() < 1e-9 * ratio);
+    // a file without the case's target, or no file, is an error naming what is missing
+    let (ok, _, err) = idem(&["bench", "target", "--only", "lj13", "--reference", file]);
+    assert!(!ok && err.contains("lack lj13"), "{err}");
+    let (ok, _, err) = idem(&["bench", "target", "--reference", "/nonexistent/ref.json"]);
+    assert!(
+        !ok && err.contains("cannot read the reference timings"),
+        "{err}"
+    );
     let (ok, out, err) = idem(&[
         "--threads",
         "2",

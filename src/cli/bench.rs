@@ -1,6 +1,6 @@
 //! `idem bench`: speed figures (see `idem::bench` for what is measured).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use idem::bench::{net_cases, run_net_case, run_target_case, target_cases};
 
@@ -27,10 +27,21 @@ struct Common {
     seed: u64,
 }
 
+#[derive(Args, Debug)]
+struct TargetArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The reference's ms per batch measured in this session, as JSON in the format of
+    /// ../shared/data/reference/timings.json ({"reference_ms": {"gmm40": {"ms": ..}, "dw4": ..}});
+    /// without it the speed-ups use the built-in figures of that file (2026-12-03, another machine).
+    #[arg(long, value_name = "JSON")]
+    reference: Option<std::path::PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 enum BenchWhat {
     /// Milliseconds per DEM score-target batch at the reference shapes (tasks gmm, gmm-blend, dw4, lj13, lj55).
-    Target(Common),
+    Target(TargetArgs),
     /// Milliseconds per EGNN training step and per sampler step at the reference architectures
     /// (tasks dw4, lj13, lj55).
     Net(Common),
@@ -109,16 +120,32 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             }
             Ok(())
         }
-        BenchWhat::Target(Common {
-            json,
-            repeats,
-            only,
-            seed,
+        BenchWhat::Target(TargetArgs {
+            common:
+                Common {
+                    json,
+                    repeats,
+                    only,
+                    seed,
+                },
+            reference,
         }) => {
-            let cases = select(target_cases(), |c| c.task, only)?;
+            let mut cases = select(target_cases(), |c| c.task, only)?;
+            let source = match reference {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).with_context(|| {
+                        format!("cannot read the reference timings {}", path.display())
+                    })?;
+                    let table = idem::bench::reference_ms_from_json(&text)
+                        .with_context(|| path.display().to_string())?;
+                    cases = idem::bench::with_reference_ms(cases, &table)?;
+                    format!("{} (same session)", path.display())
+                }
+                None => "built in: ../shared/data/reference/timings.json of 2026-12-03, another machine; pass --reference for a same-run ratio".into(),
+            };
             if !json {
                 println!(
-                    "DEM score target, {} threads, median of {repeats} (reference: PyTorch torch.vmap + autograd, 2 threads)",
+                    "DEM score target, {} threads, median of {repeats} (reference: PyTorch torch.vmap + autograd, 2 threads; its ms: {source})",
                     rayon::current_num_threads()
                 );
                 println!(
