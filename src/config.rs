@@ -12,6 +12,7 @@ use crate::reverse_sde::SdeConfig;
 /// Built-in presets: (name, TOML text).
 pub const PRESETS: &[(&str, &str)] = &[
     ("gmm-idem", include_str!("../presets/gmm-idem.toml")),
+    ("gmm-quarter", include_str!("../presets/gmm-quarter.toml")),
     ("gmm-pdem", include_str!("../presets/gmm-pdem.toml")),
     ("dw4-idem", include_str!("../presets/dw4-idem.toml")),
     ("dw4-pdem", include_str!("../presets/dw4-pdem.toml")),
@@ -369,6 +370,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("gmm-idem"));
+    }
+
+    #[test]
+    fn gmm_quarter_is_gmm_idem_at_a_quarter_of_the_training_energy_calls() {
+        let calls =
+            |c: &TrainConfig| c.epochs * c.steps_per_epoch * c.batch_size * c.num_mc_samples;
+        let (q, full) = (
+            TrainConfig::preset("gmm-quarter").unwrap(),
+            TrainConfig::preset("gmm-idem").unwrap(),
+        );
+        assert_eq!(4 * calls(&q), calls(&full));
+        // nothing else differs
+        let same = TrainConfig {
+            epochs: full.epochs,
+            num_mc_samples: full.num_mc_samples,
+            ..q
+        };
+        assert_eq!(same, full);
     }
 
     #[test]
