@@ -83,7 +83,7 @@ fn main() -> idem::Result<()> {
     let device = candle_core::Device::Cpu;
     let mut trainer = Trainer::create_with(&cfg, target.clone(), &out, &device)?;
     trainer.run_to_end(false, |_| Ok(()))?;
-    println!("{}", idem::report::finish_run(&trainer)?);
+    println!("{}", idem::report::finish_run(&trainer, false)?);
     let (wall, calls) = trainer.totals();
 
     // the trained sampler as `idem sample` loads it: the last checkpoint, EMA weights

@@ -19,6 +19,7 @@ pub mod model;
 pub mod net;
 pub mod noise_schedule;
 pub mod plot;
+pub mod progress;
 pub mod refine;
 pub mod replay_buffer;
 pub mod report;

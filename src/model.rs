@@ -228,9 +228,20 @@ impl ScoreModel {
     /// then the refinement option (`refine_steps`) — MALA steps after resampling also spread the
     /// resampled duplicates (resample-move). Returns the options' reports.
     pub fn sample(&self, n: usize, seed: u64) -> Result<(Vec<f32>, SampleOptions)> {
+        self.sample_with_progress(n, seed, |_, _, _| {})
+    }
+
+    /// [`Self::sample`], reporting the importance-resampling option's stages to
+    /// `progress(stage, done, total)` (its CNF fit takes minutes; see [`crate::progress`]).
+    pub fn sample_with_progress(
+        &self,
+        n: usize,
+        seed: u64,
+        progress: impl FnMut(&str, usize, usize),
+    ) -> Result<(Vec<f32>, SampleOptions)> {
         let mut x = self.generate(n, seed, &self.cfg.final_sde(), 1000)?;
         let mut done = SampleOptions::default();
-        if let Some((r, rep)) = self.reweight(&x, seed, |_, _, _| {})? {
+        if let Some((r, rep)) = self.reweight(&x, seed, progress)? {
             x = r;
             done.reweighting = Some(rep);
         }

@@ -15,8 +15,9 @@ use crate::plot;
 use crate::rng::mix64;
 use crate::train::{validation_set, Trainer};
 
-/// Write the run's final artefacts and return a short human-readable report.
-pub fn finish_run(trainer: &Trainer) -> Result<String> {
+/// Write the run's final artefacts and return a short human-readable report; the
+/// importance-resampling option shows a progress bar on stderr unless `quiet`.
+pub fn finish_run(trainer: &Trainer, quiet: bool) -> Result<String> {
     let dir = trainer.dir();
     let cfg = &trainer.model.cfg;
     // the last checkpoint: a W2 on 1000 validation points varies by about ±1 between sample sets,
@@ -80,7 +81,10 @@ pub fn finish_run(trainer: &Trainer) -> Result<String> {
             samples: r,
         });
     }
-    if let Some((r, rep)) = model.reweight(&samples, cfg.seed, |_, _, _| {})? {
+    let mut bar = crate::progress::StageBar::new(quiet, "importance resampling:");
+    let reweighted = model.reweight(&samples, cfg.seed, |s, d, t| bar.update(s, d, t))?;
+    drop(bar);
+    if let Some((r, rep)) = reweighted {
         // with both options on, `idem sample` refines the resampled points (resample-move): that
         // pipeline's output gets its own column
         let both = match model.refine(&r, cfg.seed)? {

@@ -423,7 +423,7 @@ fn train_loop(
             Python::attach(|py| py.check_signals())
                 .map_err(|e| Error::External(format!("interrupted: {e}")))
         })?;
-        idem::report::finish_run(&trainer)
+        idem::report::finish_run(&trainer, !progress)
     });
     // the run's evaluations count on the user's target too
     target.target.add_calls(trainer.model.target.calls());

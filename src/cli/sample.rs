@@ -44,7 +44,9 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         .with_context(|| format!("cannot load the model of {}", a.run.display()))?;
     model.cfg = model.cfg.with_overrides(&a.sets)?;
     let dim = model.target.dim();
-    let (x, done) = model.sample(a.n, a.seed)?;
+    let mut bar = idem::progress::StageBar::new(false, "importance resampling:");
+    let (x, done) = model.sample_with_progress(a.n, a.seed, |s, d, t| bar.update(s, d, t))?;
+    drop(bar);
     if let Some(rep) = done.reweighting {
         let r = &rep.resampling;
         eprintln!(

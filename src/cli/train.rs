@@ -74,7 +74,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 trainer.dir().display()
             )
         })?;
-    let report = idem::report::finish_run(&trainer).context("final sampling and evaluation")?;
+    let report =
+        idem::report::finish_run(&trainer, args.quiet).context("final sampling and evaluation")?;
     let (wall, calls) = trainer.totals();
     println!("{report}");
     eprintln!(
