@@ -291,7 +291,9 @@ impl TrainConfig {
             );
         }
         if self.reweight_proposals != 0 && self.reweight_proposals < self.eval_samples {
-            return bad("reweight_proposals must be 0 (off) or at least eval_samples");
+            return bad(
+                "reweight_proposals must be 0 (off) or at least eval_samples (in `idem sample`: -n)",
+            );
         }
         if !(self.lr > 0.0 && self.data_scale > 0.0) || self.max_grad_norm < 0.0 {
             return bad("lr and data_scale must be positive, max_grad_norm ≥ 0");

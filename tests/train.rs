@@ -141,6 +141,31 @@ fn importance_resampling_and_its_refinement_are_reported_beside_the_sampler_with
     assert!(ess > 0.0 && ess <= 1.0, "{ess}");
     let b = npy::read(&run.join("samples_reweighted.npy")).unwrap();
     assert_eq!(b.shape, vec![100, 2]);
+    // `idem sample` checks the proposals against its own -n (here fewer than the run's 100)
+    let out_s = tmp.path().join("s.npy").display().to_string();
+    let d = run.display().to_string();
+    let sample = |n: &str, proposals: &str| {
+        idem(&[
+            "sample",
+            "--run",
+            &d,
+            "-n",
+            n,
+            "--out",
+            &out_s,
+            "--set",
+            &format!("reweight_proposals={proposals}"),
+            "--set",
+            "reweight_cnf_steps=10",
+            "--set",
+            "refine_steps=0",
+        ])
+    };
+    let (ok, _, err) = sample("20", "40");
+    assert!(ok, "{err}");
+    assert_eq!(npy::read(Path::new(&out_s)).unwrap().shape, vec![20, 2]);
+    let (ok, _, err) = sample("50", "40");
+    assert!(!ok && err.contains("-n"), "{err}");
     // too few proposals for the samples is refused before training
     let (ok, _, err) = train(
         &tmp.path().join("bad"),

@@ -42,6 +42,9 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     };
     let mut model = ScoreModel::load(&a.run, file, &candle_core::Device::Cpu)
         .with_context(|| format!("cannot load the model of {}", a.run.display()))?;
+    // options that depend on how many samples are drawn (reweight_proposals ≥ n) are checked
+    // against -n, not against the run's eval_samples
+    model.cfg.eval_samples = a.n;
     model.cfg = model.cfg.with_overrides(&a.sets)?;
     let dim = model.target.dim();
     let mut bar = idem::progress::StageBar::new(false, "importance resampling:");
