@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::dem_target::DemTarget;
 use crate::energy::{Gmm, Target};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::noise_schedule::NoiseSchedule;
 use crate::rng::stream;
 
@@ -100,13 +100,12 @@ pub fn target_cases() -> Vec<TargetCase> {
 /// (keys are target names: gmm40, dw4, lj13, lj55). Measure the reference in the same session
 /// as idem — the same workload ran 439 and 816 ms on two machines of one kind.
 pub fn reference_ms_from_json(text: &str) -> Result<std::collections::BTreeMap<String, f64>> {
-    use crate::error::Error as IdemError;
     let v: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| IdemError::Config(format!("reference timings: not JSON ({e})")))?;
+        .map_err(|e| Error::Config(format!("reference timings: not JSON ({e})")))?;
     let table = v
         .get("reference_ms")
         .and_then(|t| t.as_object())
-        .ok_or_else(|| IdemError::Config("reference timings: no \"reference_ms\" object".into()))?;
+        .ok_or_else(|| Error::Config("reference timings: no \"reference_ms\" object".into()))?;
     let mut out = std::collections::BTreeMap::new();
     for (target, entry) in table {
         let ms = entry
@@ -114,7 +113,7 @@ pub fn reference_ms_from_json(text: &str) -> Result<std::collections::BTreeMap<S
             .and_then(|m| m.as_f64())
             .filter(|m| m.is_finite() && *m > 0.0)
             .ok_or_else(|| {
-                IdemError::Config(format!(
+                Error::Config(format!(
                     "reference timings: {target} has no positive \"ms\""
                 ))
             })?;
@@ -135,7 +134,7 @@ pub fn with_reference_ms(
         .map(|c| c.target)
         .collect();
     if !missing.is_empty() {
-        return Err(crate::error::Error::Config(format!(
+        return Err(Error::Config(format!(
             "reference timings lack {}; measure them or leave those tasks out with --only",
             missing.join(", ")
         )));
@@ -411,9 +410,9 @@ pub fn fma_peak_gflops(repeats: usize) -> f64 {
     use rayon::prelude::*;
     const ITERS: usize = 1 << 20;
     let threads = rayon::current_num_threads();
-    let mut flops_per_thread = 0.0;
+    let mut flops = 0.0;
     let (ms, _) = median_ms(repeats, || {
-        let flops: Vec<f64> = (0..threads)
+        flops = (0..threads)
             .into_par_iter()
             .map(|i| {
                 let seed = std::hint::black_box(1.0 + i as f32 * 1e-3);
@@ -421,12 +420,11 @@ pub fn fma_peak_gflops(repeats: usize) -> f64 {
                 std::hint::black_box(r);
                 flops
             })
-            .collect();
-        flops_per_thread = flops[0];
+            .sum();
         Ok(())
     })
     .expect("cannot fail");
-    flops_per_thread * threads as f64 / (ms * 1e6)
+    flops / (ms * 1e6)
 }
 
 /// Chains of the FMA peak measurement: `iters` rounds of 12 independent vector FMAs; returns a
