@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::controlled_sde::PathConfig;
 use crate::error::{Error, Result};
 use crate::net::optim::LrSchedule;
 use crate::net::NetConfig;
@@ -14,6 +15,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("gmm-idem", include_str!("../presets/gmm-idem.toml")),
     ("gmm-quarter", include_str!("../presets/gmm-quarter.toml")),
     ("gmm-pdem", include_str!("../presets/gmm-pdem.toml")),
+    ("gmm-pis", include_str!("../presets/gmm-pis.toml")),
     ("dw4-idem", include_str!("../presets/dw4-idem.toml")),
     ("dw4-pdem", include_str!("../presets/dw4-pdem.toml")),
     ("dw4-fast", include_str!("../presets/dw4-fast.toml")),
@@ -32,6 +34,19 @@ pub enum Mode {
     Idem,
     /// From the prior N(0, h(1)I) (pDEM).
     Pdem,
+    /// Path Integral Sampler: a controlled SDE trained by simulation (`method::pis`).
+    Pis,
+    /// Denoising Diffusion Sampler: the same with an Ornstein–Uhlenbeck reference
+    /// (`method::dds`).
+    Dds,
+}
+
+impl Mode {
+    /// Whether the method trains a DEM score network (iDEM, pDEM) rather than a control
+    /// simulated by `controlled_sde` (PIS, DDS).
+    pub fn is_dem(self) -> bool {
+        matches!(self, Self::Idem | Self::Pdem)
+    }
 }
 
 /// How the iDEM buffer is filled before the first generation.
@@ -149,6 +164,9 @@ pub struct TrainConfig {
     pub schedule: NoiseSchedule,
     pub sde: SdeConfig,
     pub net: NetConfig,
+    /// The PIS / DDS chain (`mode = "pis"|"dds"`; unused by iDEM and pDEM).
+    #[serde(default)]
+    pub path: PathConfig,
 }
 
 impl TrainConfig {
@@ -336,6 +354,9 @@ impl TrainConfig {
             return bad("buffer_capacity and eval_every must be positive");
         }
         self.schedule.validated()?;
+        if !self.mode.is_dem() {
+            self.path.validated()?;
+        }
         Ok(self)
     }
 }

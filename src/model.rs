@@ -5,11 +5,13 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use crate::config::TrainConfig;
+use crate::config::{Mode, TrainConfig};
+use crate::controlled_sde::{self, Chain, Control, PathStats};
 use crate::energy::Target;
 use crate::error::{Error, Result};
 use crate::importance_resampling::{self, Reweighting};
 use crate::io::checkpoint;
+use crate::net::time_cond::TimeCond;
 use crate::net::{Net, Params, ScoreNet};
 use crate::noise_schedule::NoiseSchedule;
 use crate::refine::{self, Refinement};
@@ -81,6 +83,8 @@ pub struct ScoreModel {
     pub net: Net,
     /// `net` on detached weights, for generation (no backward graph is built).
     pub infer: Net,
+    /// PIS / DDS with `path.target_informed`: the time conditioner g_θ(t) of the control.
+    pub tnet: Option<TimeCond>,
     pub device: Device,
 }
 
@@ -115,12 +119,23 @@ impl ScoreModel {
             &cfg.net,
             &mut stream(cfg.seed, 0x1417),
         )?;
+        let tnet = if !cfg.mode.is_dem() && cfg.path.target_informed {
+            Some(TimeCond::new(
+                &mut params,
+                64,
+                3,
+                &mut stream(cfg.seed, 0x7E7),
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
             cfg: cfg.clone(),
             target,
             params,
             infer: net.detached(),
             net,
+            tnet,
             device: device.clone(),
         })
     }
@@ -168,8 +183,61 @@ impl ScoreModel {
             .to_vec1::<f32>()?)
     }
 
-    /// `n` samples from the reverse SDE of the network, in **network** coordinates, generated
-    /// in batches of `batch` points (noise keyed by `seed` and the batch index).
+    /// The control of a PIS / DDS model (`tracked`: on the trainable weights, building a graph;
+    /// else on detached ones).
+    pub fn control<'a>(&'a self, tracked: bool, tnet: Option<&'a TimeCond>) -> Control<'a> {
+        Control {
+            net: if tracked { &self.net } else { &self.infer },
+            tnet,
+            target: &self.target,
+            scale: self.scale(),
+            grad_clip: self.cfg.path.grad_clip,
+            device: &self.device,
+        }
+    }
+
+    /// The reference chain of a PIS / DDS model; `None` for iDEM / pDEM.
+    pub fn chain(&self) -> Option<Chain> {
+        match self.cfg.mode {
+            Mode::Pis => Some(Chain::pis(&self.cfg.path)),
+            Mode::Dds => Some(Chain::dds(&self.cfg.path)),
+            Mode::Idem | Mode::Pdem => None,
+        }
+    }
+
+    /// `n` samples of a PIS / DDS model's controlled SDE (network coordinates) in batches of
+    /// `batch` paths, with the paths' statistics (log weights: [`PathStats::log_z_ess`]).
+    pub fn generate_paths(
+        &self,
+        n: usize,
+        seed: u64,
+        batch: usize,
+    ) -> Result<(Vec<f32>, PathStats)> {
+        let chain = self
+            .chain()
+            .ok_or_else(|| Error::Config("not a PIS / DDS model".into()))?;
+        let tnet = self.tnet.as_ref().map(TimeCond::detached);
+        let ctl = self.control(false, tnet.as_ref());
+        let mut out = Vec::with_capacity(n * self.target.dim());
+        let mut all = PathStats::default();
+        let mut b = 0u64;
+        while out.len() < n * self.target.dim() {
+            let m = batch.min(n - out.len() / self.target.dim());
+            let s = crate::rng::mix64(seed ^ b.wrapping_mul(0x9E37_79B9));
+            let (x, st) = controlled_sde::sample(&ctl, &chain, m, s)?;
+            out.extend_from_slice(&x);
+            all.running.extend(st.running);
+            all.stochastic.extend(st.stochastic);
+            all.log_ref.extend(st.log_ref);
+            all.log_p.extend(st.log_p);
+            b += 1;
+        }
+        Ok((out, all))
+    }
+
+    /// `n` samples from the reverse SDE of the network (iDEM, pDEM; PIS and DDS: their
+    /// controlled SDE, `sde` unused), in **network** coordinates, generated in batches of
+    /// `batch` points (noise keyed by `seed` and the batch index).
     pub fn generate_scaled(
         &self,
         n: usize,
@@ -177,6 +245,9 @@ impl ScoreModel {
         sde: &SdeConfig,
         batch: usize,
     ) -> Result<Vec<f32>> {
+        if !self.cfg.mode.is_dem() {
+            return Ok(self.generate_paths(n, seed, batch)?.0);
+        }
         let dim = self.target.dim();
         let schedule: NoiseSchedule = self.cfg.schedule;
         let scale = self.scale();

@@ -33,6 +33,11 @@ impl ReplayBuffer {
         })
     }
 
+    /// Coordinates per point.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
     /// Points held.
     pub fn len(&self) -> usize {
         self.data.len() / self.dim

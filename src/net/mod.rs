@@ -13,6 +13,7 @@ pub mod mlp;
 pub mod mlp_cpu;
 pub mod optim;
 pub mod tile_gemm;
+pub mod time_cond;
 
 use std::collections::BTreeMap;
 
@@ -143,6 +144,17 @@ impl Params {
             .map_err(|e| Error::Config(format!("uniform init of `{name}`: {e}")))?;
         let data: Vec<f32> = (0..n).map(|_| rng.sample(dist)).collect();
         let var = Var::from_tensor(&Tensor::from_vec(data, shape, &self.device)?)?;
+        let t = var.as_tensor().clone();
+        self.vars.insert(name.to_string(), var);
+        Ok(t)
+    }
+
+    /// A new parameter `name` holding `value` (a copy; for initial values that are not uniform).
+    pub fn insert(&mut self, name: &str, value: Tensor) -> Result<Tensor> {
+        if self.vars.contains_key(name) {
+            return Err(Error::Config(format!("parameter `{name}` defined twice")));
+        }
+        let var = Var::from_tensor(&value.to_device(&self.device)?)?;
         let t = var.as_tensor().clone();
         self.vars.insert(name.to_string(), var);
         Ok(t)
