@@ -16,13 +16,18 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("gmm-quarter", include_str!("../presets/gmm-quarter.toml")),
     ("gmm-pdem", include_str!("../presets/gmm-pdem.toml")),
     ("gmm-pis", include_str!("../presets/gmm-pis.toml")),
+    ("gmm-dds", include_str!("../presets/gmm-dds.toml")),
     ("dw4-idem", include_str!("../presets/dw4-idem.toml")),
     ("dw4-pdem", include_str!("../presets/dw4-pdem.toml")),
     ("dw4-fast", include_str!("../presets/dw4-fast.toml")),
     ("dw4-quarter", include_str!("../presets/dw4-quarter.toml")),
+    ("dw4-pis", include_str!("../presets/dw4-pis.toml")),
+    ("dw4-dds", include_str!("../presets/dw4-dds.toml")),
     ("lj13-idem", include_str!("../presets/lj13-idem.toml")),
     ("lj13-pdem", include_str!("../presets/lj13-pdem.toml")),
     ("lj13-fast", include_str!("../presets/lj13-fast.toml")),
+    ("lj13-pis", include_str!("../presets/lj13-pis.toml")),
+    ("lj13-dds", include_str!("../presets/lj13-dds.toml")),
     ("lj55-idem", include_str!("../presets/lj55-idem.toml")),
 ];
 
@@ -292,7 +297,7 @@ impl TrainConfig {
     }
 
     fn validated(self) -> Result<Self> {
-        let bad = |m: &str| Err(Error::Config(format!("{m} (configuration: {self:?})")));
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
         if self.epochs == 0 || self.steps_per_epoch == 0 || self.batch_size == 0 {
             return bad("epochs, steps_per_epoch and batch_size must be positive");
         }

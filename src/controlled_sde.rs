@@ -158,7 +158,11 @@ impl Chain {
     pub fn dds(cfg: &PathConfig) -> Self {
         let k = cfg.steps;
         let abar = |s: f64| {
-            let f = |s: f64| ((s + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+            let f = |s: f64| {
+                ((s + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                    .cos()
+                    .powi(2)
+            };
             f(s) / f(0.0)
         };
         let s2 = cfg.sigma * cfg.sigma;
@@ -271,6 +275,7 @@ fn log_p_grad(target: &Target, x: &[f32], scale: f64) -> Result<(Vec<f64>, Vec<f
     Ok((lp, g))
 }
 
+#[allow(clippy::needless_range_loop)] // k indexes the chain's coefficients and the cache
 /// One run of steps `k0..k1` from `x` (a tensor `[n, dim]`, tracked or not). The networks in
 /// `ctl` decide whether a graph is built. `lgv` caches the clipped ∇log p terms per step (filled
 /// when `None` at that step, reused otherwise, so a re-run makes no energy calls). Returns x at
@@ -348,11 +353,7 @@ fn start(chain: &Chain, n: usize, dim: usize, p: Option<ParticleShape>, seed: u6
 
 /// The terminal terms of paths ending at `x` (network coordinates): log N(x; 0, τI), log p̃ and
 /// the gradient of (log N − log p̃) per row, divided by `n` (∂loss/∂x_K).
-fn terminal(
-    ctl: &Control,
-    chain: &Chain,
-    x: &[f32],
-) -> Result<(Vec<f64>, Vec<f64>, Vec<f32>)> {
+fn terminal(ctl: &Control, chain: &Chain, x: &[f32]) -> Result<(Vec<f64>, Vec<f64>, Vec<f32>)> {
     let dim = ctl.target.dim();
     let n = x.len() / dim;
     let dd = density_dim(dim, ctl.target.particles()) as f64;
@@ -399,7 +400,16 @@ pub fn loss_and_grads(
     if seg > 1 {
         let mut x = Tensor::from_vec(x0, (n, dim), &dev)?;
         for s in 0..seg {
-            let (xe, r) = run_steps(infer, chain, x, bounds[s], bounds[s + 1], seed, &mut lgv, &mut stoch)?;
+            let (xe, r) = run_steps(
+                infer,
+                chain,
+                x,
+                bounds[s],
+                bounds[s + 1],
+                seed,
+                &mut lgv,
+                &mut stoch,
+            )?;
             for (a, b) in running_all.iter_mut().zip(r.to_vec1::<f32>()?) {
                 *a += f64::from(b);
             }
@@ -416,14 +426,25 @@ pub fn loss_and_grads(
         let xs = Var::from_tensor(&Tensor::from_slice(&starts[s], (n, dim), &dev)?)?;
         let mut st_scratch = vec![0.0f64; n];
         let st = if seg > 1 { &mut st_scratch } else { &mut stoch };
-        let (xe, running) =
-            run_steps(ctl, chain, xs.as_tensor().clone(), bounds[s], bounds[s + 1], seed, &mut lgv, st)?;
+        let (xe, running) = run_steps(
+            ctl,
+            chain,
+            xs.as_tensor().clone(),
+            bounds[s],
+            bounds[s + 1],
+            seed,
+            &mut lgv,
+            st,
+        )?;
         let up = match upstream.take() {
             Some(u) => u,
             None => {
                 let xv = xe.detach().flatten_all()?.to_vec1::<f32>()?;
                 if seg == 1 {
-                    for (a, b) in running_all.iter_mut().zip(running.detach().to_vec1::<f32>()?) {
+                    for (a, b) in running_all
+                        .iter_mut()
+                        .zip(running.detach().to_vec1::<f32>()?)
+                    {
                         *a += f64::from(b);
                     }
                 }
@@ -487,7 +508,11 @@ pub fn sample(ctl: &Control, chain: &Chain, n: usize, seed: u64) -> Result<(Vec<
     }
     let (log_ref, log_p, _) = terminal(ctl, chain, &xv)?;
     let stats = PathStats {
-        running: running.to_vec1::<f32>()?.iter().map(|&v| f64::from(v)).collect(),
+        running: running
+            .to_vec1::<f32>()?
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect(),
         stochastic: stoch,
         log_ref,
         log_p,
@@ -569,7 +594,9 @@ mod tests {
             -sigma * a / (1.0 + a * sigma * sigma * (big_t - f64::from(t)))
         }));
         let zero = Linear(Box::new(|_| 0.0));
-        let at_opt = sample(&control(&opt, &target, &dev), &chain, 4000, 3).unwrap().1;
+        let at_opt = sample(&control(&opt, &target, &dev), &chain, 4000, 3)
+            .unwrap()
+            .1;
         assert_optimal(&at_opt, "PIS");
         let (log_z, ess) = at_opt.log_z_ess();
         assert!(log_z.abs() < 0.02 && ess > 0.95, "log Z {log_z}, ESS {ess}");
@@ -583,7 +610,11 @@ mod tests {
         // control is ∇log q + x/σ² = x·(1/σ² − 1/v) at noise level t.
         let (s, sigma) = (0.5f64, 1.5f64);
         let abar = |t: f64| {
-            let f = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+            let f = |t: f64| {
+                ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                    .cos()
+                    .powi(2)
+            };
             f(t) / f(0.0)
         };
         for integrator in [Integrator::Exponential, Integrator::Euler] {
@@ -601,10 +632,15 @@ mod tests {
                 1.0 / (sigma * sigma) - 1.0 / (s * s * ab + sigma * sigma * (1.0 - ab))
             }));
             let zero = Linear(Box::new(|_| 0.0));
-            let at_opt = sample(&control(&opt, &target, &dev), &chain, 4000, 3).unwrap().1;
+            let at_opt = sample(&control(&opt, &target, &dev), &chain, 4000, 3)
+                .unwrap()
+                .1;
             assert_optimal(&at_opt, &format!("DDS {integrator:?}"));
             let uncontrolled = loss_of(&control(&zero, &target, &dev), &chain, 4000);
-            assert!(uncontrolled > 0.3, "{integrator:?}: KL without control {uncontrolled}");
+            assert!(
+                uncontrolled > 0.3,
+                "{integrator:?}: KL without control {uncontrolled}"
+            );
         }
     }
 
@@ -649,7 +685,12 @@ mod tests {
             for (name, var) in params.vars() {
                 let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap();
                 let g = g.to_vec1::<f32>().unwrap();
-                let orig = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let orig = var
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
                 // the entry with the largest gradient, by central differences in f64 of the loss
                 let (j, &gj) = g
                     .iter()
@@ -663,13 +704,17 @@ mod tests {
                 let at = |d: f32| {
                     let mut w = orig.clone();
                     w[j] += d;
-                    var.set(&Tensor::from_vec(w, var.dims(), &dev).unwrap()).unwrap();
+                    var.set(&Tensor::from_vec(w, var.dims(), &dev).unwrap())
+                        .unwrap();
                     loss(&ctl_i)
                 };
                 let fd = (at(h) - at(-h)) / (2.0 * f64::from(h));
                 at(0.0);
                 let rel = (fd - f64::from(gj)).abs() / fd.abs().max(1e-3);
-                assert!(rel < 0.03, "{name}[{j}]: backprop {gj}, finite differences {fd}");
+                assert!(
+                    rel < 0.03,
+                    "{name}[{j}]: backprop {gj}, finite differences {fd}"
+                );
                 checked += 1;
             }
             assert!(checked >= 4, "only {checked} parameters checked");
@@ -703,9 +748,19 @@ mod tests {
         for (name, var) in params.vars() {
             let a = g1.get(var.as_tensor()).unwrap().flatten_all().unwrap();
             let b = g3.get(var.as_tensor()).unwrap().flatten_all().unwrap();
-            let d = (a - &b).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let d = (a - &b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             let m = b.abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-            assert!(d <= 1e-4 * m.max(1e-3), "{name}: max difference {d} (scale {m})");
+            assert!(
+                d <= 1e-4 * m.max(1e-3),
+                "{name}: max difference {d} (scale {m})"
+            );
         }
     }
 }

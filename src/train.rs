@@ -25,7 +25,7 @@ use crate::energy::{Gmm, Target};
 use crate::error::{Error, Result};
 use crate::eval::{self, Metrics};
 use crate::io::{checkpoint, npy};
-use crate::method::{self, Method, Seeds};
+use crate::method::{self, Diagnostics, Method, Seeds};
 use crate::model::ScoreModel;
 use crate::net::optim::{Adam, Ema};
 use crate::reverse_sde::SdeConfig;
@@ -217,7 +217,7 @@ impl Trainer {
 
     /// One gradient step: the method's gradients, Adam (with clipping) and the EMA; returns the
     /// loss, the gradient norm and the method's diagnostics.
-    fn step(&mut self, step: usize, lr: f64) -> Result<(f64, f64, Vec<(&'static str, f64)>)> {
+    fn step(&mut self, step: usize, lr: f64) -> Result<(f64, f64, Diagnostics)> {
         let out = self
             .method
             .step(&self.model, self.seeds(), self.epoch, step)?;
@@ -280,7 +280,7 @@ impl Trainer {
         self.method.begin_epoch(&cfg, self.epoch);
         let sde = cfg.sde_at(self.epoch);
         let (mut loss_sum, mut gn_sum) = (0.0, 0.0);
-        let mut diag: Vec<(&'static str, f64)> = Vec::new();
+        let mut diag: Diagnostics = Vec::new();
         for step in 0..cfg.steps_per_epoch {
             let (l, g, d) = self.step(step, lr)?;
             loss_sum += l;
@@ -292,6 +292,10 @@ impl Trainer {
             }
         }
         let train_s = start.elapsed().as_secs_f64();
+        // training's energy calls: the steps', and the generation's when the method trains on
+        // its samples (iDEM); samples drawn only to validate are not a training cost
+        let mut calls = self.model.target.calls() - calls0;
+        let calls_gen0 = self.model.target.calls();
         let gen_start = Instant::now();
         let next = self.epoch + 1;
         let due = (next.is_multiple_of(cfg.eval_every) || next == cfg.epochs)
@@ -307,6 +311,9 @@ impl Trainer {
             self.method.end_epoch(&samples)?;
         }
         let generate_s = gen_start.elapsed().as_secs_f64();
+        if every {
+            calls += self.model.target.calls() - calls_gen0;
+        }
         self.epoch = next;
         let eval_start = Instant::now();
         let metrics = if due {
@@ -324,7 +331,7 @@ impl Trainer {
         };
         let eval_s = eval_start.elapsed().as_secs_f64();
         self.wall_s += start.elapsed().as_secs_f64();
-        self.energy_calls += self.model.target.calls() - calls0;
+        self.energy_calls += calls;
         let improved = metrics
             .as_ref()
             .and_then(|m| m.get("w2"))

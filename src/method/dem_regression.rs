@@ -148,13 +148,8 @@ impl DemRegression {
             None
         };
         let dem_start = Instant::now();
-        let (target, stats) = self.targets(
-            model,
-            &xt,
-            &t,
-            guess.as_deref(),
-            seeds.get(5, epoch, step),
-        )?;
+        let (target, stats) =
+            self.targets(model, &xt, &t, guess.as_deref(), seeds.get(5, epoch, step))?;
         let dem_s = dem_start.elapsed().as_secs_f64();
         let lam: Vec<f32> = t
             .iter()

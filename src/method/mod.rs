@@ -26,9 +26,9 @@ use candle_core::Tensor;
 
 use crate::config::{Mode, TrainConfig};
 use crate::controlled_sde::{self, Chain};
-use crate::net::time_cond::TimeCond;
 use crate::error::Result;
 use crate::model::ScoreModel;
+use crate::net::time_cond::TimeCond;
 use crate::rng::mix64;
 
 /// Seeds of a run: independent streams per (purpose, epoch, step).
@@ -42,6 +42,9 @@ impl Seeds {
     }
 }
 
+/// Named per-step diagnostics (see [`StepOutput::diagnostics`]).
+pub type Diagnostics = Vec<(&'static str, f64)>;
+
 /// What one step hands the trainer.
 pub struct StepOutput {
     /// The loss value (checked for finiteness by the trainer).
@@ -50,11 +53,11 @@ pub struct StepOutput {
     pub grads: GradStore,
     /// Per-step diagnostics, written to metrics.jsonl under these names: names ending in `_s`
     /// (seconds) as the epoch's sum, the others as its mean.
-    pub diagnostics: Vec<(&'static str, f64)>,
+    pub diagnostics: Diagnostics,
 }
 
 /// A training method.
-pub trait Method {
+pub trait Method: Send {
     /// Prepares a new run (iDEM fills its buffer).
     fn init(&mut self, model: &ScoreModel, seeds: Seeds) -> Result<()>;
     /// Takes epoch `epoch`'s settings (0-based; clips and K of a final stage).

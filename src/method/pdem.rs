@@ -1,7 +1,6 @@
 //! pDEM: the DEM score regression on points drawn from the prior N(m, h(1)I) — no buffer, no
 //! generation between epochs (samples are drawn only to validate).
 
-
 use super::dem_regression::{prior, DemRegression};
 use super::{Method, Seeds, StepOutput};
 use crate::config::TrainConfig;

@@ -37,12 +37,32 @@ impl TimeCond {
         let coeff = Tensor::from_vec(coeff, (1, channels), &device)?;
         let mut phase = vec![0.0f32; channels];
         NormalStream::new(rng_seed(rng), 0).fill(&mut phase);
-        let phase = params.insert("tnet.phase", Tensor::from_vec(phase, (1, channels), &device)?)?;
-        let mut lin = vec![Linear::new(params, "tnet.layer0", 2 * channels, channels, 1.0, rng)?];
+        let phase = params.insert(
+            "tnet.phase",
+            Tensor::from_vec(phase, (1, channels), &device)?,
+        )?;
+        let mut lin = vec![Linear::new(
+            params,
+            "tnet.layer0",
+            2 * channels,
+            channels,
+            1.0,
+            rng,
+        )?];
         for i in 1..layers {
-            lin.push(Linear::new(params, &format!("tnet.layer{i}"), channels, channels, 1.0, rng)?);
+            lin.push(Linear::new(
+                params,
+                &format!("tnet.layer{i}"),
+                channels,
+                channels,
+                1.0,
+                rng,
+            )?);
         }
-        let w = params.insert("tnet.out.weight", Tensor::zeros((1, channels), candle_core::DType::F32, &device)?)?;
+        let w = params.insert(
+            "tnet.out.weight",
+            Tensor::zeros((1, channels), candle_core::DType::F32, &device)?,
+        )?;
         let b = params.insert("tnet.out.bias", Tensor::full(0.01f32, 1, &device)?)?;
         lin.push(Linear::from_parts(w, b));
         Ok(Self {
