@@ -11,9 +11,10 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 /// Caches of finished forward passes, kept for the next training step: a DW-4 cache is 71 MB,
 /// and a fresh one per step was served by the allocator straight from the OS (zeroed huge
-/// pages, ~6 % of a step). At most [`POOL_LEN`] buffers are kept.
+/// pages, ~6 % of an iDEM step; about half of a PIS step, whose graph holds one cache per SDE
+/// step — 100 of them). Buffers are kept while the pool holds at most [`POOL_BYTES`].
 static CACHE_POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
-const POOL_LEN: usize = 2;
+const POOL_BYTES: usize = 4 << 30;
 
 /// A buffer from the pool (contents stale: kernels write every element they later read).
 fn pooled_cache() -> Vec<f32> {
@@ -28,7 +29,8 @@ fn pooled_cache() -> Vec<f32> {
 /// Give a cache back to the pool (dropped when the pool is full).
 fn return_cache(cache: Vec<f32>) {
     if let Ok(mut p) = CACHE_POOL.lock() {
-        if p.len() < POOL_LEN {
+        let held: usize = p.iter().map(|c| c.capacity() * 4).sum();
+        if held + cache.capacity() * 4 <= POOL_BYTES {
             p.push(cache);
         }
     }
