@@ -7,8 +7,8 @@
 //! |---|---|---|---|
 //! | iDEM | [`idem`] | replay buffer of the model's own samples | DEM score regression |
 //! | pDEM | [`pdem`] | the prior | DEM score regression |
-//! | PIS | [`pis`] | simulated paths from the origin | path-space KL (`controlled_sde`) |
-//! | DDS | [`dds`] | simulated paths from N(0, σ²I) | path-space KL (`controlled_sde`) |
+//! | PIS | [`pis`] | simulated paths from the origin | path-space KL ([`Simulated`]) |
+//! | DDS | [`dds`] | simulated paths from N(0, σ²I) | path-space KL ([`Simulated`]) |
 //!
 //! Every random draw of a step comes from [`Seeds`], keyed by (run seed, purpose, epoch, step), so
 //! runs are reproducible and resumable exactly.
@@ -93,46 +93,64 @@ pub trait Method: Send {
     }
 }
 
-/// One step of a method trained by simulation (PIS, DDS): `model.cfg.batch_size` paths of
-/// `chain`, the path-space KL back-propagated through them (`controlled_sde`). Diagnostics: the
-/// mean running cost, the mean terminal term log N(x_K; 0, τI) − log p̃(x_K), and the batch's
-/// log Z estimate (target coordinates) and normalised ESS of its importance weights.
-fn simulation_step(
-    model: &ScoreModel,
-    chain: &Chain,
-    seeds: Seeds,
-    epoch: usize,
-    step: usize,
-) -> Result<StepOutput> {
-    let tnet_infer = model.tnet.as_ref().map(TimeCond::detached);
-    let ctl = model.control(true, model.tnet.as_ref());
-    let infer = model.control(false, tnet_infer.as_ref());
-    let (grads, stats) = controlled_sde::loss_and_grads(
-        &ctl,
-        &infer,
-        &model.params,
-        chain,
-        model.cfg.path.checkpoint_segments,
-        model.cfg.batch_size,
-        seeds.get(8, epoch, step),
-    )?;
-    let n = stats.running.len() as f64;
-    let (log_z, ess) = stats.log_z_ess();
-    let d = controlled_sde::density_dim(model.target.dim(), model.target.particles()) as f64;
-    let terminal: f64 = (0..stats.log_p.len())
-        .map(|i| stats.log_ref[i] - stats.log_p[i])
-        .sum::<f64>()
-        / n;
-    Ok(StepOutput {
-        loss: stats.loss(),
-        grads,
-        diagnostics: vec![
-            ("path_running_cost", stats.running.iter().sum::<f64>() / n),
-            ("path_terminal", terminal),
-            ("path_log_z", log_z + d * model.cfg.data_scale.ln()),
-            ("path_ess", ess),
-        ],
-    })
+/// A method trained by simulation (PIS, DDS): each step simulates `model.cfg.batch_size` paths of
+/// its reference `chain` under the control and back-propagates the path-space KL through them
+/// (`controlled_sde`). Diagnostics: the mean running cost, the mean terminal term
+/// log N(x_K; 0, τI) − log p̃(x_K), and the batch's log Z estimate (target coordinates) and
+/// normalised ESS of its importance weights.
+pub struct Simulated {
+    chain: Chain,
+}
+
+impl Simulated {
+    /// The method on reference chain `chain`.
+    pub fn new(chain: Chain) -> Self {
+        Self { chain }
+    }
+}
+
+impl Method for Simulated {
+    fn init(&mut self, _model: &ScoreModel, _seeds: Seeds) -> Result<()> {
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        model: &ScoreModel,
+        seeds: Seeds,
+        epoch: usize,
+        step: usize,
+    ) -> Result<StepOutput> {
+        let tnet_infer = model.tnet.as_ref().map(TimeCond::detached);
+        let ctl = model.control(true, model.tnet.as_ref());
+        let infer = model.control(false, tnet_infer.as_ref());
+        let (grads, stats) = controlled_sde::loss_and_grads(
+            &ctl,
+            &infer,
+            &model.params,
+            &self.chain,
+            model.cfg.path.checkpoint_segments,
+            model.cfg.batch_size,
+            seeds.get(8, epoch, step),
+        )?;
+        let n = stats.running.len() as f64;
+        let (log_z, ess) = stats.log_z_ess();
+        let d = controlled_sde::density_dim(model.target.dim(), model.target.particles()) as f64;
+        let terminal: f64 = (0..stats.log_p.len())
+            .map(|i| stats.log_ref[i] - stats.log_p[i])
+            .sum::<f64>()
+            / n;
+        Ok(StepOutput {
+            loss: stats.loss(),
+            grads,
+            diagnostics: vec![
+                ("path_running_cost", stats.running.iter().sum::<f64>() / n),
+                ("path_terminal", terminal),
+                ("path_log_z", log_z + d * model.cfg.data_scale.ln()),
+                ("path_ess", ess),
+            ],
+        })
+    }
 }
 
 /// The method of `cfg.mode` for `model`.
@@ -140,7 +158,7 @@ pub fn build(cfg: &TrainConfig, model: &ScoreModel) -> Result<Box<dyn Method>> {
     Ok(match cfg.mode {
         Mode::Idem => Box::new(idem::Idem::new(cfg, model)?),
         Mode::Pdem => Box::new(pdem::Pdem::new(cfg)?),
-        Mode::Pis => Box::new(pis::Pis::new(cfg)),
-        Mode::Dds => Box::new(dds::Dds::new(cfg)),
+        Mode::Pis => Box::new(pis::pis(cfg)),
+        Mode::Dds => Box::new(dds::dds(cfg)),
     })
 }

@@ -5,38 +5,11 @@
 //! u = f_θ(x, t) + g_θ(t)·∇log p(x) as an option (`path.target_informed`). The chain and the
 //! objective are `controlled_sde`'s ([`Chain::pis`]).
 
-use super::{simulation_step, Method, Seeds, StepOutput};
+use super::Simulated;
 use crate::config::TrainConfig;
 use crate::controlled_sde::Chain;
-use crate::error::Result;
-use crate::model::ScoreModel;
 
-/// The PIS method.
-pub struct Pis {
-    chain: Chain,
-}
-
-impl Pis {
-    /// PIS with `cfg.path`.
-    pub fn new(cfg: &TrainConfig) -> Self {
-        Self {
-            chain: Chain::pis(&cfg.path),
-        }
-    }
-}
-
-impl Method for Pis {
-    fn init(&mut self, _model: &ScoreModel, _seeds: Seeds) -> Result<()> {
-        Ok(())
-    }
-
-    fn step(
-        &mut self,
-        model: &ScoreModel,
-        seeds: Seeds,
-        epoch: usize,
-        step: usize,
-    ) -> Result<StepOutput> {
-        simulation_step(model, &self.chain, seeds, epoch, step)
-    }
+/// The PIS method of `cfg.path`: the shared simulation step on [`Chain::pis`].
+pub fn pis(cfg: &TrainConfig) -> Simulated {
+    Simulated::new(Chain::pis(&cfg.path))
 }
