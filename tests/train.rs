@@ -578,6 +578,19 @@ fn pis_and_dds_train_resume_exactly_and_sample() {
         }
         assert!(ma[1]["val_w2"].as_f64().is_some_and(f64::is_finite));
         assert!(ma[0].get("val_w2").is_none(), "validation on epoch 2 only");
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(a.join("summary.json")).unwrap())
+                .unwrap();
+        let pi = &summary["path_importance"];
+        assert!(
+            pi["log_z"].as_f64().is_some_and(f64::is_finite),
+            "{summary}"
+        );
+        assert!(
+            pi["ess"].as_f64().is_some_and(|e| e > 0.0 && e <= 1.0),
+            "{summary}"
+        );
+        assert_eq!(pi["paths"], 100);
         // 64 paths × (10 steps + terminal) per gradient step, 5 steps per epoch; epoch 2 also
         // generates its 100 validation samples (their calls are not training's)
         assert_eq!(ma[0]["energy_calls"], 5 * 64 * 11);
