@@ -73,6 +73,18 @@ pub fn check_target(cfg: &TrainConfig, target: &Target) -> Result<()> {
 pub struct SampleOptions {
     pub reweighting: Option<Reweighting>,
     pub refinement: Option<Refinement>,
+    /// PIS / DDS: the importance weights of the sampler's paths.
+    pub paths: Option<PathImportance>,
+}
+
+/// The importance weights p̃(x_K)·Q/P_θ of PIS / DDS paths, in target coordinates: log Z
+/// (log-mean-exp of the log weights), the ELBO (their mean) and the normalised ESS.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PathImportance {
+    pub log_z: f64,
+    pub elbo: f64,
+    pub ess: f64,
+    pub paths: usize,
 }
 
 /// Network + configuration + target.
@@ -205,6 +217,34 @@ impl ScoreModel {
         }
     }
 
+    /// The importance summary of paths drawn by [`Self::generate_paths`] (target coordinates:
+    /// + D·ln `data_scale`, D the density's dimension).
+    pub fn path_importance(&self, st: &PathStats) -> PathImportance {
+        let d = controlled_sde::density_dim(self.target.dim(), self.target.particles()) as f64;
+        let shift = d * self.scale().ln();
+        let (log_z, ess) = st.log_z_ess();
+        let lw = st.log_weights();
+        PathImportance {
+            log_z: log_z + shift,
+            elbo: lw.iter().sum::<f64>() / lw.len() as f64 + shift,
+            ess,
+            paths: lw.len(),
+        }
+    }
+
+    /// The sampler's `n` samples in target coordinates as the final samples are drawn (the
+    /// reverse SDE with [`TrainConfig::final_sde`]; PIS / DDS: their chain, with the paths'
+    /// importance summary).
+    pub fn final_samples(&self, n: usize, seed: u64) -> Result<(Vec<f32>, Option<PathImportance>)> {
+        if self.cfg.mode.is_dem() {
+            return Ok((self.generate(n, seed, &self.cfg.final_sde(), 1000)?, None));
+        }
+        let (x, st) = self.generate_paths(n, seed, 1000)?;
+        let s = self.scale();
+        let x = x.iter().map(|&v| (f64::from(v) * s) as f32).collect();
+        Ok((x, Some(self.path_importance(&st))))
+    }
+
     /// `n` samples of a PIS / DDS model's controlled SDE (network coordinates) in batches of
     /// `batch` paths, with the paths' statistics (log weights: [`PathStats::log_z_ess`]).
     pub fn generate_paths(
@@ -310,8 +350,11 @@ impl ScoreModel {
         seed: u64,
         progress: impl FnMut(&str, usize, usize),
     ) -> Result<(Vec<f32>, SampleOptions)> {
-        let mut x = self.generate(n, seed, &self.cfg.final_sde(), 1000)?;
-        let mut done = SampleOptions::default();
+        let (mut x, paths) = self.final_samples(n, seed)?;
+        let mut done = SampleOptions {
+            paths,
+            ..SampleOptions::default()
+        };
         if let Some((r, rep)) = self.reweight(&x, seed, progress)? {
             x = r;
             done.reweighting = Some(rep);

@@ -30,19 +30,8 @@ pub fn finish_run(trainer: &Trainer, quiet: bool) -> Result<String> {
         &trainer.model.device,
     )?;
     let dim = model.target.dim();
-    let seed = mix64(cfg.seed ^ 0xF1A1);
-    // PIS / DDS: the same samples with their paths' importance weights (log Z, ESS)
-    let (samples, paths) = if cfg.mode.is_dem() {
-        (
-            model.generate(cfg.eval_samples, seed, &cfg.final_sde(), 1000)?,
-            None,
-        )
-    } else {
-        let (x, st) = model.generate_paths(cfg.eval_samples, seed, 1000)?;
-        let s = model.scale();
-        let x: Vec<f32> = x.iter().map(|&v| (f64::from(v) * s) as f32).collect();
-        (x, Some(st))
-    };
+    // PIS / DDS: with their paths' importance weights (log Z, ESS)
+    let (samples, paths) = model.final_samples(cfg.eval_samples, mix64(cfg.seed ^ 0xF1A1))?;
     npy::write(
         &dir.join("samples.npy"),
         &samples,
@@ -147,18 +136,8 @@ pub fn finish_run(trainer: &Trainer, quiet: bool) -> Result<String> {
         "energy_calls": calls,
         "validation": metrics,
     });
-    if let Some(st) = &paths {
-        // log Z and the ELBO in target coordinates (+ D·ln data_scale)
-        let d = crate::controlled_sde::density_dim(dim, model.target.particles()) as f64;
-        let shift = d * model.scale().ln();
-        let (log_z, ess) = st.log_z_ess();
-        let lw = st.log_weights();
-        summary["path_importance"] = json!({
-            "log_z": log_z + shift,
-            "elbo": lw.iter().sum::<f64>() / lw.len() as f64 + shift,
-            "ess": ess,
-            "paths": lw.len(),
-        });
+    if let Some(p) = &paths {
+        summary["path_importance"] = json!(p);
     }
     for v in &variants {
         let name = v.name;

@@ -66,6 +66,12 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         );
     }
     npy::write(&a.out, &x, &[a.n, dim])?;
+    if let Some(p) = &done.paths {
+        eprintln!(
+            "idem: the {} paths' importance weights: log Z ≈ {:.4} (ELBO {:.4}), ESS {:.3}",
+            p.paths, p.log_z, p.elbo, p.ess
+        );
+    }
     eprintln!("idem: wrote {} samples to {}", a.n, a.out.display());
     Ok(())
 }
