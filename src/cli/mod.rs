@@ -31,7 +31,7 @@ enum Command {
     Energy(energy::EnergyArgs),
     /// Print speed benchmarks.
     Bench(bench::BenchArgs),
-    /// Train an iDEM / pDEM sampler from a preset (writes a run directory).
+    /// Train a sampler (iDEM, pDEM, PIS or DDS: the preset's `mode`) from a preset (writes a run directory).
     Train(train::TrainArgs),
     /// List the built-in training presets.
     Presets,
