@@ -147,6 +147,13 @@ pub struct TrainConfig {
     /// (DW-4, LJ-13) — else the path of a `.npy` file. Without data, runs skip validation.
     #[serde(default)]
     pub validation: String,
+    /// Initial network weights (empty: random, from `seed`): a run directory — its
+    /// `best.safetensors`, else its `checkpoint.safetensors` — or a checkpoint file. The weights
+    /// the run samples with are taken (EMA when it kept one) and must have this network's shapes;
+    /// the EGNN's do not depend on the particle count, so a run on a small system (LJ-13) can
+    /// start one on a larger (LJ-55). Only the weights: optimiser, buffer and counters start fresh.
+    #[serde(default)]
+    pub init_from: String,
     /// Refinement of the final samples (0 = off): this many MALA steps from each sample, the first
     /// half adapting the step size (`refine` module docs). The run reports the sampler's figures
     /// and the refined ones side by side, with the refinement's energy calls; `idem sample` uses it

@@ -176,6 +176,46 @@ impl ScoreModel {
         Ok(model)
     }
 
+    /// Set the network's weights to the sampling weights of another run (`init_from`): `source`
+    /// is a run directory (its `best.safetensors`, else `checkpoint.safetensors`) or a checkpoint
+    /// file; its EMA weights are taken when it kept an average, else its trained weights. Every
+    /// tensor must exist with this network's shape (a clear error names the first that does
+    /// not). Returns the file read.
+    pub fn init_weights_from(&self, source: &Path) -> Result<std::path::PathBuf> {
+        let file = if source.is_dir() {
+            ["best.safetensors", "checkpoint.safetensors"]
+                .iter()
+                .map(|f| source.join(f))
+                .find(|f| f.is_file())
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "init_from: {} holds neither best.safetensors nor checkpoint.safetensors",
+                        source.display()
+                    ))
+                })?
+        } else if source.is_file() {
+            source.to_path_buf()
+        } else {
+            return Err(Error::Config(format!(
+                "init_from: {} is neither a run directory nor a checkpoint file",
+                source.display()
+            )));
+        };
+        let tensors = checkpoint::load(&file, &self.device)?;
+        let prefix = if tensors.keys().any(|k| k.starts_with("ema.")) {
+            "ema."
+        } else {
+            "net."
+        };
+        self.params.load_from(&tensors, prefix).map_err(|e| {
+            Error::Config(format!(
+                "init_from {}: {e} (the network settings must match the source run's)",
+                file.display()
+            ))
+        })?;
+        Ok(file)
+    }
+
     /// Network coordinates → target coordinates factor.
     pub fn scale(&self) -> f64 {
         self.cfg.data_scale

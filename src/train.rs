@@ -118,6 +118,13 @@ impl Trainer {
             msg: format!("cannot create the run directory: {e}"),
         })?;
         let mut t = Self::build(cfg, target, dir, device)?;
+        if !cfg.init_from.is_empty() {
+            t.model.init_weights_from(Path::new(&cfg.init_from))?;
+            // the average starts at the loaded weights
+            if let Some(e) = t.ema.as_mut() {
+                *e = Ema::new(&t.model.params, e.decay)?;
+            }
+        }
         npy::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
         let _ = std::fs::remove_file(dir.join("metrics.jsonl"));
         t.method.init(&t.model, t.seeds())?;

@@ -611,3 +611,104 @@ fn pis_and_dds_train_resume_exactly_and_sample() {
         assert!(s.data.iter().all(|v| v.is_finite()));
     }
 }
+
+/// `init_from`: a DW-4 run (4 particles in 2-D) initialises an LJ-13 run (13 in 3-D) with the
+/// same EGNN settings — the new run starts at the source's sampling (EMA) weights, and trains
+/// from there; a network of other shapes and a missing source are refused with clear errors.
+#[test]
+fn init_from_starts_a_larger_particle_system_at_a_smaller_ones_weights() {
+    use idem::config::TrainConfig;
+    use idem::model::ScoreModel;
+    use idem::train::Trainer;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("dw4");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    let d = src.display().to_string();
+    let v = format!("validation={}", fixtures.join("dw4_x.npy").display());
+    let mut args = vec![
+        "train", "--quiet", "--preset", "dw4-fast", "--out", &d, "--set", &v,
+    ];
+    args.extend_from_slice(TINY_PARTICLES);
+    let (ok, _, err) = idem(&args);
+    assert!(ok, "{err}");
+
+    let device = candle_core::Device::Cpu;
+    let source = ScoreModel::load(&src, "best.safetensors", &device).unwrap();
+    let lj13 = |extra: &[&str]| {
+        let mut sets: Vec<String> = vec![
+            format!("validation={}", fixtures.join("lj13_x.npy").display()),
+            format!("init_from={}", src.display()),
+            "net.hidden=16".into(),
+            "net.layers=2".into(),
+        ];
+        sets.extend(extra.iter().map(|s| s.to_string()));
+        TrainConfig::preset("lj13-fast")
+            .unwrap()
+            .with_overrides(&sets)
+            .unwrap()
+    };
+    let values = |m: &ScoreModel| -> Vec<(String, Vec<f32>)> {
+        m.params
+            .vars()
+            .map(|(k, v)| {
+                let t = v
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                (k.clone(), t)
+            })
+            .collect()
+    };
+    let t = Trainer::create(&lj13(&[]), &tmp.path().join("lj13"), &device).unwrap();
+    let (got, want) = (values(&t.model), values(&source));
+    assert_eq!(got.len(), want.len());
+    for ((k, a), (k2, b)) in got.iter().zip(&want) {
+        assert_eq!(k, k2);
+        assert_eq!(a, b, "tensor {k} not taken from the source run");
+    }
+    // without init_from the same seed gives other (random) weights
+    let fresh = Trainer::create(
+        &lj13(&["init_from=\"\""]),
+        &tmp.path().join("lj13-fresh"),
+        &device,
+    )
+    .unwrap();
+    assert_ne!(values(&fresh.model), want);
+
+    let wider = Trainer::create(&lj13(&["net.hidden=32"]), &tmp.path().join("w"), &device);
+    let e = wider.err().expect("shape mismatch refused").to_string();
+    assert!(e.contains("init_from") && e.contains("shape"), "{e}");
+    // and trains from there, through the command line
+    let out = tmp.path().join("lj13-cli").display().to_string();
+    let (v, i) = (
+        format!("validation={}", fixtures.join("lj13_x.npy").display()),
+        format!("init_from={}", src.display()),
+    );
+    let mut args = vec![
+        "train",
+        "--quiet",
+        "--preset",
+        "lj13-fast",
+        "--out",
+        &out,
+        "--set",
+        &v,
+        "--set",
+        &i,
+    ];
+    args.extend_from_slice(TINY_PARTICLES);
+    let (ok, _, err) = idem(&args);
+    assert!(ok, "{err}");
+    let cfg = std::fs::read_to_string(tmp.path().join("lj13-cli/config.toml")).unwrap();
+    assert!(cfg.contains("init_from"), "{cfg}");
+    let mut missing = lj13(&[]);
+    missing.init_from = tmp.path().join("nowhere").display().to_string();
+    let e = Trainer::create(&missing, &tmp.path().join("m"), &device)
+        .err()
+        .expect("missing source refused")
+        .to_string();
+    assert!(e.contains("neither"), "{e}");
+}
