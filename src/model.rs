@@ -180,8 +180,8 @@ impl ScoreModel {
     /// is a run directory (its `best.safetensors`, else `checkpoint.safetensors`) or a checkpoint
     /// file; its EMA weights are taken when it kept an average, else its trained weights. Every
     /// tensor must exist with this network's shape (a clear error names the first that does
-    /// not). Returns the file read.
-    pub fn init_weights_from(&self, source: &Path) -> Result<std::path::PathBuf> {
+    /// not).
+    pub fn init_weights_from(&self, source: &Path) -> Result<()> {
         let file = if source.is_dir() {
             ["best.safetensors", "checkpoint.safetensors"]
                 .iter()
@@ -212,8 +212,7 @@ impl ScoreModel {
                 "init_from {}: {e} (the network settings must match the source run's)",
                 file.display()
             ))
-        })?;
-        Ok(file)
+        })
     }
 
     /// Network coordinates → target coordinates factor.
