@@ -26,6 +26,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("lj13-idem", include_str!("../presets/lj13-idem.toml")),
     ("lj13-pdem", include_str!("../presets/lj13-pdem.toml")),
     ("lj13-fast", include_str!("../presets/lj13-fast.toml")),
+    ("lj55-fast", include_str!("../presets/lj55-fast.toml")),
     ("lj13-pis", include_str!("../presets/lj13-pis.toml")),
     ("lj13-dds", include_str!("../presets/lj13-dds.toml")),
     ("lj55-idem", include_str!("../presets/lj55-idem.toml")),
@@ -142,6 +143,11 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Samples generated for each evaluation and for the final `samples.npy`.
     pub eval_samples: usize,
+    /// Samples generated for each validation during training (0 = `eval_samples`); fewer make
+    /// the checks cheap where sampling is dear (LJ-55). The final `samples.npy` and its
+    /// evaluation always use `eval_samples`.
+    #[serde(default)]
+    pub validation_samples: usize,
     /// Validation (model-selection) data: empty for the built-in choice — GMM-40's exact sampler
     /// with `train::VALIDATION_SEED`, or `<IDEM_DATA_DIR>/<target>_val.npy` where that file exists
     /// (DW-4, LJ-13) — else the path of a `.npy` file. Without data, runs skip validation.
@@ -469,6 +475,12 @@ mod tests {
         for bad in ["dem_blend_sigma=-0.1", "dem_blend_sigma=inf"] {
             assert!(c.with_overrides(&[bad.into()]).is_err(), "{bad}");
         }
+        // validation samples: eval_samples unless set
+        let old_v = without("validation_samples");
+        assert_eq!(
+            TrainConfig::from_toml(&old_v).unwrap().validation_samples,
+            0
+        );
         // the refinement option: off unless set; one step cannot both adapt and sample
         let old_r = without("refine_steps");
         assert_eq!(TrainConfig::from_toml(&old_r).unwrap().refine_steps, 0);

@@ -9,6 +9,10 @@
 //! therefore reported *beside* the sampler's own (`summary.json`: `validation` and
 //! `validation_refined`), never instead of them, with the refinement's energy calls counted.
 //!
+//! Kernel: MALA with its drift truncated at [`DRIFT_CAP`] times the noise's norm (MALTA; exact —
+//! plain MALA until 2026-12-05): a sample with overlapping particles (finite but astronomically low
+//! log p) is walked apart instead of being stuck at the bulk's step size.
+//!
 //! Schedule: one chain per sample ([`crate::mcmc::run`] with `Init::Rows`), the first half of the
 //! steps adapts the step size shared by all chains (dual averaging to acceptance 0.574, no state
 //! kept), the second half runs at the adapted step, and the chains' last states are the refined
@@ -26,6 +30,10 @@ use crate::mcmc::{self, replicas, Init, Kernel, McmcConfig};
 /// Step size the adaptation starts from (target coordinates); dual averaging explores ×10 around
 /// it within its first steps, so it only needs the right order of magnitude.
 const INIT_STEP: f64 = 1e-3;
+/// The MALA drift is truncated at this multiple of the noise's norm (MALTA, [`mcmc::mala`]):
+/// exact like plain MALA, and it walks samples with overlapping particles apart instead of
+/// rejecting every move at the step size the bulk adapts to.
+pub const DRIFT_CAP: f64 = 1.0;
 
 /// What a refinement did.
 #[derive(Clone, Debug, Serialize)]
@@ -49,6 +57,17 @@ pub fn refine(
     samples: &[f32],
     steps: usize,
     seed: u64,
+) -> Result<(Vec<f32>, Refinement)> {
+    refine_with(target, samples, steps, seed, Some(DRIFT_CAP))
+}
+
+/// As [`refine`] with the drift cap given (`None`: plain MALA).
+fn refine_with(
+    target: &Target,
+    samples: &[f32],
+    steps: usize,
+    seed: u64,
+    drift_cap: Option<f64>,
 ) -> Result<(Vec<f32>, Refinement)> {
     let dim = target.dim();
     if samples.is_empty() || !samples.len().is_multiple_of(dim) {
@@ -93,6 +112,7 @@ pub fn refine(
             init: Init::Rows(rows),
             init_step: INIT_STEP,
             relax_steps: 0,
+            drift_cap,
             seed,
             trace_chains: 0,
             ..McmcConfig::default()
@@ -201,5 +221,56 @@ mod tests {
         );
         assert!(refine(&t, &x, 1, 0).is_err());
         assert!(refine(&t, &x[..38], 4, 0).is_err());
+    }
+
+    /// A sample with two particles 0.35 apart (log p ≈ −10⁶, finite) among equilibrium-like
+    /// LJ-13 samples: the truncated drift walks it apart within the refinement; plain MALA at the
+    /// bulk's step size rejects every move and leaves it where it was.
+    #[test]
+    fn truncated_drift_walks_overlapping_particles_apart() {
+        let t = Target::by_name("lj13").unwrap();
+        let cfg = McmcConfig {
+            chains: 32,
+            warmup: 200,
+            steps: 1,
+            init: Init::Prior { std: 1.0 },
+            relax_steps: 200,
+            seed: 2,
+            trace_chains: 0,
+            ..McmcConfig::default()
+        };
+        let mut x: Vec<f32> = mcmc::run(&t, &cfg, |_, _, _| {})
+            .unwrap()
+            .samples
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        // particle 1 of sample 0 moved to 0.35 from particle 0 (then mean-free again)
+        let (p0, p1) = ([x[0], x[1], x[2]], [x[3], x[4], x[5]]);
+        let shift = [p0[0] + 0.35 - p1[0], p0[1] - p1[1], p0[2] - p1[2]];
+        for k in 0..3 {
+            x[3 + k] += shift[k];
+            for i in 0..13 {
+                x[i * 3 + k] -= shift[k] / 13.0;
+            }
+        }
+        let lp = |rows: &[f32]| -> Vec<f64> {
+            let xs: Vec<f64> = rows.iter().map(|&v| f64::from(v)).collect();
+            let n = xs.len() / 39;
+            let (mut lp, mut g) = (vec![0.0; n], vec![0.0; n * 39]);
+            replicas::evaluate(&t, &xs, &mut lp, &mut g).unwrap();
+            lp
+        };
+        let before = lp(&x);
+        assert!(before[0] < -1e5, "{}", before[0]);
+        let bulk_min = before[1..].iter().cloned().fold(f64::INFINITY, f64::min);
+        assert!(bulk_min > 0.0, "bulk not equilibrated: {bulk_min}");
+        let (out, rep) = refine(&t, &x, 40, 5).unwrap();
+        assert_eq!(rep.invalid_kept, 0);
+        let after = lp(&out);
+        assert!(after[0] > 0.0, "still overlapping: log p {}", after[0]);
+        let (plain, _) = refine_with(&t, &x, 40, 5, None).unwrap();
+        let stuck = lp(&plain)[0];
+        assert!(stuck < -1e3, "plain MALA moved it: {stuck}");
     }
 }

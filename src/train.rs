@@ -326,9 +326,13 @@ impl Trainer {
         let metrics = if due {
             let eval_target = self.model.target.clone(); // its own counter: not a training cost
             let mut s = self.to_target_coords(&samples);
-            if samples.len() / self.model.target.dim() < cfg.eval_samples {
+            let n_val = match cfg.validation_samples {
+                0 => cfg.eval_samples,
+                n => n,
+            };
+            if samples.len() / self.model.target.dim() < n_val {
                 let seed = self.seed(7, self.epoch, 0);
-                let more = self.generate(cfg.eval_samples, seed, &sde)?;
+                let more = self.generate(n_val, seed, &sde)?;
                 s = self.to_target_coords(&more);
             }
             let validation = self.validation.as_deref().unwrap_or_default();

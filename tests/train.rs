@@ -712,3 +712,31 @@ fn init_from_starts_a_larger_particle_system_at_a_smaller_ones_weights() {
         .to_string();
     assert!(e.contains("neither"), "{e}");
 }
+
+/// `validation_samples` sizes the checks during training; the final samples keep `eval_samples`.
+#[test]
+fn validation_samples_size_the_checks_and_not_the_final_samples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("v");
+    let (ok, _, err) = train(
+        &run,
+        &[
+            "--set",
+            "epochs=2",
+            "--set",
+            "eval_every=1",
+            "--set",
+            "samples_per_epoch=20",
+            "--set",
+            "validation_samples=40",
+        ],
+    );
+    assert!(ok, "{err}");
+    let m = metrics(&run);
+    assert_eq!(m.len(), 2);
+    for line in &m {
+        assert_eq!(line["val_w2_rows"], 40.0, "{line}");
+    }
+    let s = npy::read(&run.join("samples.npy")).unwrap();
+    assert_eq!(s.shape, vec![100, 2]);
+}

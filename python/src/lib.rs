@@ -672,6 +672,7 @@ fn mcmc<'py>(
         init,
         init_step,
         relax_steps,
+        drift_cap: None,
         seed,
         trace_chains: 0,
     };

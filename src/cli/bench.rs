@@ -81,7 +81,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     "(GF/s: matrix-product GFLOP/s of the step; machine: this host's [768x128]x[128x128] product GFLOP/s on the same threads, measured before each case)"
                 );
                 println!(
-                    "{:6} {:>7} {:>8} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>9} {:>6} {:>8}",
+                    "(lj55-fast: the network of the lj55-fast preset against the reference architecture's step, 5x128: architecture and code together)"
+                );
+                println!(
+                    "{:9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10} {:>9} {:>6} {:>8}",
                     "task",
                     "layers",
                     "B train",
@@ -102,7 +105,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
                     println!(
-                        "{:6} {:>7} {:>8} {:>9.1} {:>9.0} {:>8.1}x {:>6.0} {:>9} {:>10.1} {:>8.1}x {:>6.0} {:>8.0}",
+                        "{:9} {:>7} {:>8} {:>9.1} {:>9.0} {:>8.1}x {:>6.0} {:>9} {:>10.1} {:>8.1}x {:>6.0} {:>8.0}",
                         r.task,
                         format!("{}x{}", r.layers, r.hidden),
                         r.b_train,

@@ -70,6 +70,10 @@ pub struct McmcArgs {
     /// overlapping particles and other extreme energies; counted as target evaluations).
     #[arg(long, default_value_t = 100)]
     relax: usize,
+    /// MALA only: truncate the drift at this multiple of the noise's norm (MALTA; still exact,
+    /// moves chains out of overlaps where plain MALA rejects every step). Off by default.
+    #[arg(long)]
+    drift_cap: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Reference samples: evaluate the result against them (metrics of `idem eval`).
@@ -119,6 +123,7 @@ pub fn run(a: &McmcArgs) -> Result<()> {
         init,
         init_step: a.step_size,
         relax_steps: a.relax,
+        drift_cap: a.drift_cap,
         seed: a.seed,
         trace_chains: 8,
     };
@@ -163,6 +168,7 @@ pub fn run(a: &McmcArgs) -> Result<()> {
         "sampling_steps": run.steps_done,
         "thin": a.thin,
         "relax_steps": a.relax,
+        "drift_cap": a.drift_cap,
         "energy_calls": run.energy_calls,
         "stopped_by_budget": run.stopped_by_budget,
         "wall_s": run.wall_s,
