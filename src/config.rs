@@ -26,6 +26,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("lj13-idem", include_str!("../presets/lj13-idem.toml")),
     ("lj13-pdem", include_str!("../presets/lj13-pdem.toml")),
     ("lj13-fast", include_str!("../presets/lj13-fast.toml")),
+    ("lj13-quarter", include_str!("../presets/lj13-quarter.toml")),
     ("lj55-fast", include_str!("../presets/lj55-fast.toml")),
     ("lj13-pis", include_str!("../presets/lj13-pis.toml")),
     ("lj13-dds", include_str!("../presets/lj13-dds.toml")),
