@@ -13,20 +13,18 @@ use crate::reverse_sde::SdeConfig;
 /// Built-in presets: (name, TOML text).
 pub const PRESETS: &[(&str, &str)] = &[
     ("gmm-idem", include_str!("../presets/gmm-idem.toml")),
-    ("gmm-quarter", include_str!("../presets/gmm-quarter.toml")),
+    ("gmm-fast", include_str!("../presets/gmm-fast.toml")),
     ("gmm-pdem", include_str!("../presets/gmm-pdem.toml")),
     ("gmm-pis", include_str!("../presets/gmm-pis.toml")),
     ("gmm-dds", include_str!("../presets/gmm-dds.toml")),
     ("dw4-idem", include_str!("../presets/dw4-idem.toml")),
     ("dw4-pdem", include_str!("../presets/dw4-pdem.toml")),
     ("dw4-fast", include_str!("../presets/dw4-fast.toml")),
-    ("dw4-quarter", include_str!("../presets/dw4-quarter.toml")),
     ("dw4-pis", include_str!("../presets/dw4-pis.toml")),
     ("dw4-dds", include_str!("../presets/dw4-dds.toml")),
     ("lj13-idem", include_str!("../presets/lj13-idem.toml")),
     ("lj13-pdem", include_str!("../presets/lj13-pdem.toml")),
     ("lj13-fast", include_str!("../presets/lj13-fast.toml")),
-    ("lj13-quarter", include_str!("../presets/lj13-quarter.toml")),
     ("lj55-fast", include_str!("../presets/lj55-fast.toml")),
     ("lj13-pis", include_str!("../presets/lj13-pis.toml")),
     ("lj13-dds", include_str!("../presets/lj13-dds.toml")),
@@ -415,9 +413,9 @@ mod tests {
     }
 
     #[test]
-    fn gmm_quarter_is_gmm_idem_at_a_quarter_of_the_training_energy_calls() {
+    fn gmm_fast_is_gmm_idem_at_a_quarter_of_the_training_energy_calls() {
         let (q, full) = (
-            TrainConfig::preset("gmm-quarter").unwrap(),
+            TrainConfig::preset("gmm-fast").unwrap(),
             TrainConfig::preset("gmm-idem").unwrap(),
         );
         // expected training calls: training times are uniform on [0, 1], σ(t) geometric

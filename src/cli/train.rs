@@ -10,7 +10,7 @@ use idem::train::{default_validation_path, Trainer};
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Built-in preset to start from (see `idem presets`).
-    #[arg(long, default_value = "gmm-idem")]
+    #[arg(long, default_value = "gmm-fast")]
     preset: String,
     /// Override a setting, e.g. --set epochs=50 --set sde.steps=500 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
