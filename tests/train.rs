@@ -19,8 +19,11 @@ fn idem(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// A budget of a few seconds.
+/// A budget of a few seconds, on the default preset (`gmm-fast`); K is the same at every noise
+/// level (no small-noise K) so that energy-call counts are exact.
 const TINY: &[&str] = &[
+    "--set",
+    "dem_small_noise_k=0",
     "--set",
     "steps_per_epoch=5",
     "--set",
