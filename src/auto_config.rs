@@ -202,8 +202,7 @@ pub fn from_probe(target: &Target, probe: &Probe, seed: u64) -> Result<TrainConf
         if let NetConfig::Egnn(e) = &mut cfg.net {
             e.coords_range = 15.0;
         }
-    }
-    if !particles {
+    } else {
         // a budget for user energies that cost more per call than the built-ins (a numpy
         // function: ~0.3 µs per 2-D configuration here): B·K = 102 400 configurations per step,
         // a quarter of gmm-idem's, and 100 SDE steps per epoch's buffer generation; on
