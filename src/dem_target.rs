@@ -212,7 +212,7 @@ impl Blocks<'_> {
         let dim = x0.len();
         match self {
             Blocks::Draw { energy, normals } => {
-                normals.fill(&mut z[..n * dim]);
+                normals.fill_inline(&mut z[..n * dim]);
                 for ((xd, zd), &x0d) in xs.chunks_exact_mut(n).zip(z.chunks_exact(n)).zip(x0) {
                     for (xv, &zv) in xd.iter_mut().zip(zd) {
                         *xv = x0d + sd * f64::from(zv);

@@ -120,9 +120,20 @@ impl NormalStream {
         }
     }
 
-    /// Fill `out` with independent standard normal draws.
-    #[inline(always)]
+    /// Fill `out` with independent standard normal draws, compiled for the CPU's vector
+    /// extensions (the polynomials use fused multiply-adds: without the FMA unit they would be
+    /// library calls). Inside a function that is already [`crate::multiversion!`]ed, use
+    /// [`NormalStream::fill_inline`]; both give the same numbers.
     pub fn fill(&mut self, out: &mut [f32]) {
+        let this = self;
+        crate::multiversion!((this: &mut NormalStream, out: &mut [f32]) -> () {
+            this.fill_inline(out)
+        })
+    }
+
+    /// [`NormalStream::fill`] inlined into the caller.
+    #[inline(always)]
+    pub fn fill_inline(&mut self, out: &mut [f32]) {
         let mut chunks = out.chunks_exact_mut(2 * NORMAL_LANES);
         for c in &mut chunks {
             let c: &mut [f32; 2 * NORMAL_LANES] = c.try_into().expect("exact chunk");

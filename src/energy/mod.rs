@@ -127,6 +127,43 @@ pub(crate) fn write_block_lanes<E: Energy + ?Sized, const L: usize>(
     invalid
 }
 
+/// [`write_block_lanes`] for kernels that keep their lanes in registers: log p `acc` in f32,
+/// and when every lane's result is finite (the common case) no per-lane branch.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn write_lanes_checked<E: Energy + ?Sized, const L: usize, const D: usize>(
+    energy: &E,
+    xs: &[f64],
+    lp: &mut [f64],
+    grads: &mut [f64],
+    j0: usize,
+    m: usize,
+    acc: &[f32; L],
+    g: &[[f32; L]; D],
+) -> usize {
+    let n = lp.len();
+    // finiteness per lane: v·0 is 0 for finite v and NaN otherwise
+    let mut finite = acc.map(|a| a * 0.0);
+    for gd in g {
+        for (f, &v) in finite.iter_mut().zip(gd.iter()) {
+            *f += v * 0.0;
+        }
+    }
+    for (d, gd) in g.iter().enumerate() {
+        for (o, &v) in grads[d * n + j0..d * n + j0 + m].iter_mut().zip(gd.iter()) {
+            *o = f64::from(v);
+        }
+    }
+    for (o, &a) in lp[j0..j0 + m].iter_mut().zip(acc.iter()) {
+        *o = f64::from(a);
+    }
+    if finite[..m].iter().all(|f| *f == 0.0) {
+        return 0;
+    }
+    let bad = (0..m).filter(|&jj| finite[jj] != 0.0).map(|jj| j0 + jj);
+    log_prob_grad_lanes(energy, xs, lp, grads, bad)
+}
+
 /// Evaluate the configurations `lanes` of a coordinate-major block (see
 /// [`Energy::log_prob_grad_block`]) one at a time with `log_prob_grad` and the validity rule,
 /// writing their log p and gradient. Returns how many are invalid. Vectorised kernels use it
