@@ -1381,8 +1381,11 @@ mod tests {
         assert_eq!((st.energy_calls, target.calls() - c0), (expected, expected));
         for i in 0..b {
             let (ra, rc) = (&a[i * 8..(i + 1) * 8], &c[i * 8..(i + 1) * 8]);
-            if sched.sigma(f64::from(t[i])) <= 0.01 {
-                // σ·|∇²log p| is tiny: 32 samples agree with 1000 to well under 1 %
+            if sched.sigma(f64::from(t[i])) <= 0.003 {
+                // σ·|∇²log p| is tiny: 32 samples agree with 1000 to well under 1 % (over seeds
+                // 0–39, with the old and the current normal streams, at most 0.15 of the bound
+                // here; between σ 0.006 and 0.01, 16 (current) and 24 (old) point estimates over
+                // the 40 seeds exceed it: σ·|∇²log p| is not small there)
                 let err: f32 = ra.iter().zip(rc).map(|(p, q)| (p - q).powi(2)).sum::<f32>();
                 let norm: f32 = ra.iter().map(|p| p * p).sum::<f32>();
                 assert!(err <= 1e-4 * norm.max(1.0), "point {i}: {ra:?} vs {rc:?}");
