@@ -6,7 +6,7 @@
 //! undefined there and its gradient contribution is taken as 0 (the average over directions).
 
 use super::particles::{lanes_pair_force, lanes_r2, pair_sum_any, ParticleShape};
-use super::{log_prob_grad_each, write_block_lanes, Energy};
+use super::{log_prob_grad_each, write_block_lanes, write_lanes_checked, Energy};
 
 /// The multi-particle double well.
 #[derive(Clone, Debug, PartialEq)]
@@ -192,7 +192,7 @@ impl DoubleWell {
             dw_pair_lanes::<1, 2>(&c, &mut g, &mut acc, k);
             dw_pair_lanes::<1, 3>(&c, &mut g, &mut acc, k);
             dw_pair_lanes::<2, 3>(&c, &mut g, &mut acc, k);
-            invalid += write_block_lanes(self, xs, lp, grads, j0, m, &acc.map(f64::from), &g);
+            invalid += write_lanes_checked(self, xs, lp, grads, j0, m, &acc, &g);
             j0 += m;
         }
         invalid

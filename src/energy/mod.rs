@@ -89,8 +89,7 @@ pub fn log_prob_grad_each<E: Energy + ?Sized>(
 /// The end of a block kernel vectorised across `L` configurations (lanes `j0..j0 + m` of the
 /// coordinate-major block `xs`): writes the lanes' gradients (`g`, one `[f32; L]` row per
 /// coordinate) and log p (`acc`); a lane whose f32 result is not finite is re-evaluated with
-/// `log_prob_grad` and the validity rule instead (no per-lane branch when every lane is finite).
-/// Returns how many lanes are invalid.
+/// `log_prob_grad` and the validity rule instead. Returns how many lanes are invalid.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) fn write_block_lanes<E: Energy + ?Sized, const L: usize>(
@@ -105,7 +104,10 @@ pub(crate) fn write_block_lanes<E: Energy + ?Sized, const L: usize>(
 ) -> usize {
     let n = lp.len();
     // finiteness per lane: v·0 is 0 for finite v and NaN otherwise
-    let mut finite = acc.map(|a| (a as f32) * 0.0);
+    let mut finite = [0.0f32; L];
+    for (f, &a) in finite.iter_mut().zip(acc.iter()) {
+        *f = (a as f32) * 0.0;
+    }
     for (d, gd) in g.iter().enumerate() {
         for (f, &v) in finite.iter_mut().zip(gd.iter()) {
             *f += v * 0.0;
@@ -114,9 +116,49 @@ pub(crate) fn write_block_lanes<E: Energy + ?Sized, const L: usize>(
             *o = f64::from(v);
         }
     }
-    lp[j0..j0 + m].copy_from_slice(&acc[..m]);
+    let mut invalid = 0;
+    for jj in 0..m {
+        if finite[jj] == 0.0 {
+            lp[j0 + jj] = acc[jj];
+        } else {
+            invalid += log_prob_grad_lanes(energy, xs, lp, grads, [j0 + jj]);
+        }
+    }
+    invalid
+}
+
+/// [`write_block_lanes`] for kernels that keep their lanes in registers: log p `acc` in f32,
+/// and when every lane's result is finite (the common case) no per-lane branch.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn write_lanes_checked<E: Energy + ?Sized, const L: usize, const D: usize>(
+    energy: &E,
+    xs: &[f64],
+    lp: &mut [f64],
+    grads: &mut [f64],
+    j0: usize,
+    m: usize,
+    acc: &[f32; L],
+    g: &[[f32; L]; D],
+) -> usize {
+    let n = lp.len();
+    // finiteness per lane: v·0 is 0 for finite v and NaN otherwise
+    let mut finite = acc.map(|a| a * 0.0);
+    for gd in g {
+        for (f, &v) in finite.iter_mut().zip(gd.iter()) {
+            *f += v * 0.0;
+        }
+    }
+    for (d, gd) in g.iter().enumerate() {
+        for (o, &v) in grads[d * n + j0..d * n + j0 + m].iter_mut().zip(gd.iter()) {
+            *o = f64::from(v);
+        }
+    }
+    for (o, &a) in lp[j0..j0 + m].iter_mut().zip(acc.iter()) {
+        *o = f64::from(a);
+    }
     if finite[..m].iter().all(|f| *f == 0.0) {
-        return 0; // the common case: no per-lane branch
+        return 0;
     }
     let bad = (0..m).filter(|&jj| finite[jj] != 0.0).map(|jj| j0 + jj);
     log_prob_grad_lanes(energy, xs, lp, grads, bad)
