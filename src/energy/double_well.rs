@@ -160,7 +160,8 @@ impl DoubleWell {
 
     /// [`DoubleWell::block_kernel`] for DW-4 (4 particles in 2-D), on [`SMALL_LANES`]
     /// configurations at a time with every index a compile-time constant, so that coordinates,
-    /// gradients and log p stay in vector registers (8 + 8 + 1 of 32). The arithmetic is
+    /// gradients and log p are vector values (8 + 8 + 1 registers of 32; the compiler still
+    /// spills some of them around the pair loop, docs/speed.md). The arithmetic is
     /// `block_kernel`'s, with the pair constant c summed once.
     #[inline(always)]
     fn dw4_kernel(&self, xs: &[f64], lp: &mut [f64], grads: &mut [f64]) -> usize {
