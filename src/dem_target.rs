@@ -1212,28 +1212,34 @@ mod tests {
         let (gmm, target, sched, n, x) = gmm40_spread_points();
         // relative squared error against the exact noised score; `guess`: None, the exact score,
         // or the exact score plus a large error
-        let err = |k: usize, t: f32, guess: Option<f64>| {
+        let err_seed = |k: usize, t: f32, guess: Option<f64>, seed: u64| {
             let dem = DemTarget::new(sched, k, None).unwrap();
             let tt = vec![t; n];
             let want = exact_score(&gmm, &sched, &x, &tt);
             let mut out = vec![0.0f32; 2 * n];
             match guess {
-                None => dem.estimate(&target, &x, &tt, 5, &mut out).unwrap(),
+                None => dem.estimate(&target, &x, &tt, seed, &mut out).unwrap(),
                 Some(off) => {
                     let g: Vec<f32> = want
                         .iter()
                         .enumerate()
                         .map(|(i, w)| (w + off * (i as f64 * 1.3).cos()) as f32)
                         .collect();
-                    dem.estimate_guided(&target, &x, &tt, &g, 5, &mut out)
+                    dem.estimate_guided(&target, &x, &tt, &g, seed, &mut out)
                         .unwrap()
                 }
             };
             relative_sq_error(&out, &want)
         };
-        let (plain, good) = (err(500, 0.8, None), err(500, 0.8, Some(0.0)));
+        let err = |k: usize, t: f32, guess: Option<f64>| err_seed(k, t, guess, 5);
         // the same K at large noise: centring the proposal on the right score cuts the error…
-        assert!(good < 0.6 * plain, "t=0.8: guided {good} vs plain {plain}");
+        // on average. One seed's ratio guided/plain ranges 0.11–3.3 over seeds 0–79 (median
+        // 0.44; 20 of the 80 are ≥ 0.6), so the errors are summed over 32 seeds: that ratio is
+        // 0.34–0.52 in seven windows of seeds 0–79
+        let total_err =
+            |guess: Option<f64>| (0..32).map(|s| err_seed(500, 0.8, guess, s)).sum::<f64>();
+        let (plain, good) = (total_err(None), total_err(Some(0.0)));
+        assert!(good < 0.7 * plain, "t=0.8: guided {good} vs plain {plain}");
         // …and the bias: the mean projection of the estimate on the exact score over 20 seeds
         // (1 = unbiased) strays from 1 far less
         let t = 0.7f32;
