@@ -85,22 +85,18 @@ def load_reference(dem, bgflow, fab):
     stub("dem.utils.logging_utils", fig_to_image=_Anything())
     # bgflow: its package __init__ imports every flow; the potentials need only these modules
     bg = namespace("bgflow", os.path.join(bgflow, "bgflow"))
-    namespace("bgflow.utils", os.path.join(bgflow, "bgflow", "utils"))
-    import bgflow.utils.geometry as geometry  # noqa: E402
+    utils = namespace("bgflow.utils", os.path.join(bgflow, "bgflow", "utils"))
+    import bgflow.utils.geometry as geometry
 
-    sys.modules["bgflow.utils"].compute_distances = geometry.compute_distances
-    sys.modules["bgflow.utils"].distance_vectors = geometry.distance_vectors
-    sys.modules["bgflow.utils"].distances_from_vectors = geometry.distances_from_vectors
-    sys.modules["bgflow.utils"].remove_mean = geometry.remove_mean
+    for name in ["compute_distances", "distance_vectors", "distances_from_vectors", "remove_mean"]:
+        setattr(utils, name, getattr(geometry, name))
     namespace("bgflow.distribution", os.path.join(bgflow, "bgflow", "distribution"))
     namespace("bgflow.distribution.energy", os.path.join(bgflow, "bgflow", "distribution", "energy"))
-    from bgflow.distribution.energy.multi_double_well_potential import MultiDoubleWellPotential
-    from bgflow.distribution.energy.lennard_jones import LennardJonesPotential
-
     from bgflow.distribution.energy.base import Energy
+    from bgflow.distribution.energy.multi_double_well_potential import MultiDoubleWellPotential
 
+    # what DEM's energy modules import from the package (its LJ potential is DEM's own)
     bg.MultiDoubleWellPotential = MultiDoubleWellPotential
-    bg.LennardJonesPotential = LennardJonesPotential
     bg.Energy = Energy
     # fab: the GMM only
     namespace("fab", os.path.join(fab, "fab"))
