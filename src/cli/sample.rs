@@ -137,6 +137,10 @@ pub struct EvalArgs {
     /// Seed of the rows drawn under `--protocol`.
     #[arg(long, default_value_t = 0)]
     protocol_seed: u64,
+    /// Also draw the plots of `idem plot` (energy histogram; for particle systems the
+    /// interatomic-distance histogram) into this folder.
+    #[arg(long, value_name = "DIR")]
+    plots: Option<PathBuf>,
 }
 
 /// Published evaluation protocols `idem eval` can add to its own metrics.
@@ -168,7 +172,18 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
             println!("{k:16} {v:.4}");
         }
     }
+    if let Some(dir) = &a.plots {
+        idem::plot::sample_plots(dir, &target, &s, &r, &title_of(&a.samples))?;
+        eprintln!("idem: plots in {}", dir.display());
+    }
     Ok(())
+}
+
+/// The file name of a sample file, as a plot title.
+fn title_of(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default()
 }
 
 #[derive(Args, Debug)]
@@ -186,12 +201,7 @@ pub struct PlotArgs {
 
 pub fn plot(a: &PlotArgs) -> Result<()> {
     let (target, s, r) = read_pair(&a.target, &a.samples, &a.reference)?;
-    let title = a
-        .samples
-        .file_name()
-        .map(|f| f.to_string_lossy().to_string())
-        .unwrap_or_default();
-    idem::plot::sample_plots(&a.out, &target, &s, &r, &title)?;
+    idem::plot::sample_plots(&a.out, &target, &s, &r, &title_of(&a.samples))?;
     eprintln!("idem: plots in {}", a.out.display());
     Ok(())
 }

@@ -32,6 +32,7 @@
 //! assignments), i.e. 10⁶ pairs for 1000 vs 1000 sets; the alignments run on all threads.
 
 use nalgebra::{DMatrix, SymmetricEigen};
+use rayon::prelude::*;
 
 use super::assignment::Assignment;
 use crate::energy::ParticleShape;
@@ -40,13 +41,38 @@ use crate::error::Result;
 /// Alternations per start before giving up on convergence (rarely more than 4 are needed).
 const MAX_ITERS: usize = 50;
 
-/// `x` (`[n·d]`) centred on its mean, into `out` (f64, row-major).
-fn centre_into(x: &[f32], n: usize, d: usize, out: &mut Vec<f64>) {
-    out.clear();
-    out.extend(x.iter().map(|&v| f64::from(v)));
-    for k in 0..d {
-        let mean = (0..n).map(|i| out[i * d + k]).sum::<f64>() / n as f64;
-        (0..n).for_each(|i| out[i * d + k] -= mean);
+/// One configuration ready for alignment: centred on its mean (f64, `[n, d]` row-major), a
+/// coordinate-major copy (`[d, n]`, so the particle-cost loop runs over contiguous particles and
+/// vectorises) and its principal axes. Prepared once per configuration, not once per pair.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    x: Vec<f64>,
+    x_t: Vec<f64>,
+    axes: DMatrix<f64>,
+}
+
+impl Prepared {
+    /// `x` (`[n·d]`) for `shape`.
+    pub fn new(x: &[f32], shape: ParticleShape) -> Self {
+        let (n, d) = (shape.n_particles, shape.spatial_dim);
+        let mut c: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        for k in 0..d {
+            let mean = (0..n).map(|i| c[i * d + k]).sum::<f64>() / n as f64;
+            (0..n).for_each(|i| c[i * d + k] -= mean);
+        }
+        let x_t = (0..d)
+            .flat_map(|k| (0..n).map(move |i| (i, k)))
+            .map(|(i, k)| c[i * d + k])
+            .collect();
+        let axes = principal_axes(&c, n, d);
+        Self { x: c, x_t, axes }
+    }
+
+    /// Every configuration of `x` (`[m, n·d]`), on all threads.
+    pub fn all(x: &[f32], shape: ParticleShape) -> Vec<Self> {
+        x.par_chunks_exact(shape.dim())
+            .map(|c| Self::new(c, shape))
+            .collect()
     }
 }
 
@@ -82,37 +108,63 @@ fn kabsch(a: &[f64], b: &[f64], perm: &[usize], d: usize) -> DMatrix<f64> {
 
 /// Squared (or, with `root`, plain) Euclidean distances between the particles of `x` (`[n, d]`)
 /// and those of y, given coordinate-major as `y_t` (`[d, n]`, so the inner loop runs over
-/// contiguous particles and vectorises), into the n×n `cost`.
-fn particle_costs(x: &[f64], y_t: &[f64], n: usize, d: usize, root: bool, cost: &mut Vec<f64>) {
-    cost.clear();
+/// contiguous particles and vectorises), into the n×n `cost`. Returns the sum of the costs:
+/// finite exactly when every cost is (they are ≥ 0).
+fn particle_costs(
+    x: &[f64],
+    y_t: &[f64],
+    n: usize,
+    d: usize,
+    root: bool,
+    cost: &mut Vec<f64>,
+) -> f64 {
+    // every entry is written below (the general path adds to zeros)
     cost.resize(n * n, 0.0);
-    for (xi, row) in x.chunks_exact(d).zip(cost.chunks_exact_mut(n)) {
-        for (&xk, yk) in xi.iter().zip(y_t.chunks_exact(n)) {
-            for (c, &y) in row.iter_mut().zip(yk) {
-                let t = xk - y;
-                *c += t * t;
-            }
-        }
-        if root {
-            row.iter_mut().for_each(|c| *c = c.sqrt());
-        }
+    if d != 3 {
+        cost.fill(0.0);
     }
+    crate::multiversion!((x: &[f64], y_t: &[f64], n: usize, d: usize, root: bool, cost: &mut [f64]) -> f64 {
+        let mut total = 0.0;
+        for (xi, row) in x.chunks_exact(d).zip(cost.chunks_exact_mut(n)) {
+            if let [x0, x1, x2] = xi {
+                // three dimensions in one pass over the row
+                let (y0, y12) = y_t.split_at(n);
+                let (y1, y2) = y12.split_at(n);
+                for (((c, &a), &b), &e) in row.iter_mut().zip(y0).zip(y1).zip(y2) {
+                    let (t0, t1, t2) = (x0 - a, x1 - b, x2 - e);
+                    *c = t0 * t0 + t1 * t1 + t2 * t2;
+                }
+            } else {
+                for (&xk, yk) in xi.iter().zip(y_t.chunks_exact(n)) {
+                    for (c, &y) in row.iter_mut().zip(yk) {
+                        let t = xk - y;
+                        *c += t * t;
+                    }
+                }
+            }
+            if root {
+                row.iter_mut().for_each(|c| *c = c.sqrt());
+            }
+            total += crate::simd::sum(row);
+        }
+        total
+    })
 }
 
 /// Workspace of the alignment-based distances: one per thread, reused across pairs (a pair then
 /// allocates only the d×d matrices of its starts).
 #[derive(Debug, Default, Clone)]
 pub struct Aligner {
-    a: Vec<f64>,
-    b: Vec<f64>,
-    /// b coordinate-major (`[d, n]`)
-    b_t: Vec<f64>,
     rotated: Vec<f64>,
     cost: Vec<f64>,
-    /// the identity, returned if the solver ever refuses
-    perm: Vec<usize>,
+    /// the assignment just solved
+    next: Vec<usize>,
     /// the assignment of the current alignment step
     step_perm: Vec<usize>,
+    /// every assignment the earlier starts of this pair passed through, n entries each
+    visited: Vec<usize>,
+    /// the assignments of the current start
+    trail: Vec<usize>,
     solver: Assignment,
 }
 
@@ -121,130 +173,140 @@ impl Aligner {
         Self::default()
     }
 
-    /// Centre a and b into the workspace (b also coordinate-major).
-    fn load(&mut self, a: &[f32], b: &[f32], n: usize, d: usize) {
-        centre_into(a, n, d, &mut self.a);
-        centre_into(b, n, d, &mut self.b);
-        self.b_t.clear();
-        self.b_t.extend(
-            (0..d)
-                .flat_map(|k| (0..n).map(move |i| (i, k)))
-                .map(|(i, k)| self.b[i * d + k]),
-        );
-    }
-
     /// `a`·Q into `self.rotated`.
-    fn rotate(&mut self, q: &DMatrix<f64>, d: usize) {
-        self.rotated.clear();
-        for ai in self.a.chunks_exact(d) {
-            self.rotated
-                .extend((0..d).map(|c| (0..d).map(|r| ai[r] * q[(r, c)]).sum::<f64>()));
+    fn rotate(&mut self, a: &[f64], q: &DMatrix<f64>, d: usize) {
+        self.rotated.resize(a.len(), 0.0);
+        // q is column-major: column c is q[c·d..(c + 1)·d]
+        let q = q.as_slice();
+        for (ai, out) in a.chunks_exact(d).zip(self.rotated.chunks_exact_mut(d)) {
+            for (o, qc) in out.iter_mut().zip(q.chunks_exact(d)) {
+                let mut t = 0.0;
+                for (&x, &w) in ai.iter().zip(qc) {
+                    t += x * w;
+                }
+                *o = t;
+            }
         }
     }
 
     /// Σ_i |a_i·Q − b_{perm[i]}|² for the current `rotated` = a·Q.
-    fn assigned_cost(&self, perm: &[usize], d: usize) -> f64 {
+    fn assigned_cost(&self, b: &[f64], perm: &[usize], d: usize) -> f64 {
         perm.iter()
             .enumerate()
             .map(|(i, &j)| {
-                let (p, q) = (
-                    &self.rotated[i * d..(i + 1) * d],
-                    &self.b[j * d..(j + 1) * d],
-                );
+                let (p, q) = (&self.rotated[i * d..(i + 1) * d], &b[j * d..(j + 1) * d]);
                 p.iter().zip(q).map(|(x, y)| (x - y) * (x - y)).sum::<f64>()
             })
             .sum()
     }
 
-    /// The best assignment of b's particles to the rows of `rotated` (squared or plain costs);
-    /// `warm`: start from the solver's prices of the previous step.
-    fn assign(&mut self, n: usize, d: usize, root: bool, warm: bool) -> &[usize] {
-        particle_costs(&self.rotated, &self.b_t, n, d, root, &mut self.cost);
-        let solved = if warm {
-            self.solver.solve_warm(n, &self.cost)
+    /// The best assignment of b's particles to the rows of `rotated` (squared or plain costs)
+    /// into `self.next`; `warm`: start from the solver's prices of the previous step.
+    fn assign(&mut self, b: &Prepared, n: usize, d: usize, root: bool, warm: bool) {
+        let total = particle_costs(&self.rotated, &b.x_t, n, d, root, &mut self.cost);
+        self.next.clear();
+        if total.is_finite() {
+            let p = self.solver.solve_checked(n, &self.cost, warm);
+            self.next.extend_from_slice(p);
         } else {
-            self.solver.solve(n, &self.cost)
-        };
-        // the costs are finite (finite inputs), so the solver cannot fail; keep the identity
-        // if it ever does
-        match solved {
-            Ok(p) => p,
-            Err(_) => {
-                self.perm.clear();
-                self.perm.extend(0..n);
-                &self.perm
-            }
+            // finite inputs give finite costs; keep the identity if they ever do not
+            self.next.extend(0..n);
         }
     }
 
-    /// Alternate the two exact partial minimisations from the orientation `q` of the centred
-    /// `self.a` onto `self.b` until the assignment is stable: the local minimum of the cost.
-    fn descend(&mut self, mut q: DMatrix<f64>, n: usize, d: usize) -> f64 {
+    /// Whether an earlier start of this pair passed through the assignment `self.next`.
+    fn seen_before(&self, n: usize) -> bool {
+        self.visited
+            .chunks_exact(n)
+            .any(|p| p == self.next.as_slice())
+    }
+
+    /// Alternate the two exact partial minimisations from the orientation `q` of `a` onto `b`
+    /// until the assignment is stable: the local minimum of the cost. A start that reaches an
+    /// assignment an earlier start of the pair passed through would retrace that start's steps
+    /// (each step is a function of the assignment alone) to the minimum already found: it stops
+    /// there and returns +∞, which leaves the pair's minimum unchanged.
+    fn descend(
+        &mut self,
+        a: &Prepared,
+        b: &Prepared,
+        mut q: DMatrix<f64>,
+        n: usize,
+        d: usize,
+    ) -> f64 {
         let mut perm = std::mem::take(&mut self.step_perm);
         perm.clear();
+        self.trail.clear();
         let mut c = f64::INFINITY;
         for step in 0..MAX_ITERS {
-            self.rotate(&q, d);
-            let p = self.assign(n, d, false, step > 0);
-            if p == perm.as_slice() {
+            self.rotate(&a.x, &q, d);
+            self.assign(b, n, d, false, step > 0);
+            if self.next == perm {
                 break;
             }
-            perm.clear();
-            perm.extend_from_slice(p);
-            q = kabsch(&self.a, &self.b, &perm, d);
-            self.rotate(&q, d);
-            c = self.assigned_cost(&perm, d);
+            if self.seen_before(n) {
+                c = f64::INFINITY;
+                break;
+            }
+            perm.clone_from(&self.next);
+            self.trail.extend_from_slice(&perm);
+            q = kabsch(&a.x, &b.x, &perm, d);
+            self.rotate(&a.x, &q, d);
+            c = self.assigned_cost(&b.x, &perm, d);
         }
+        self.visited.extend_from_slice(&self.trail);
         self.step_perm = perm;
         c
     }
 
-    /// The 2^d starting orientations: a's principal axes onto b's with every choice of signs.
-    fn principal_starts(&self, n: usize, d: usize) -> Vec<DMatrix<f64>> {
-        let (pa, pb) = (principal_axes(&self.a, n, d), principal_axes(&self.b, n, d));
-        (0..(1usize << d))
-            .map(|signs| {
-                let s = DMatrix::from_fn(d, d, |r, c| {
-                    if r != c {
-                        0.0
-                    } else if signs >> r & 1 == 1 {
-                        -1.0
-                    } else {
-                        1.0
-                    }
-                });
-                &pa * s * pb.transpose()
-            })
-            .collect()
-    }
-
-    /// D(A, B)² of the module docs for two configurations (flattened `[n·d]`).
-    pub fn aligned_sq_distance(&mut self, a: &[f32], b: &[f32], shape: ParticleShape) -> f64 {
+    /// D(A, B)² of the module docs for two prepared configurations.
+    pub fn aligned_sq_prepared(&mut self, a: &Prepared, b: &Prepared, shape: ParticleShape) -> f64 {
         let (n, d) = (shape.n_particles, shape.spatial_dim);
-        self.load(a, b, n, d);
+        self.visited.clear();
         let mut best = f64::INFINITY;
-        for q in self.principal_starts(n, d) {
-            best = best.min(self.descend(q, n, d));
+        for signs in 0..(1usize << d) {
+            // a's principal axes onto b's, with the signs of `signs`
+            let s = DMatrix::from_fn(d, d, |r, c| {
+                if r != c {
+                    0.0
+                } else if signs >> r & 1 == 1 {
+                    -1.0
+                } else {
+                    1.0
+                }
+            });
+            let q = &a.axes * s * b.axes.transpose();
+            best = best.min(self.descend(a, b, q, n, d));
         }
         best.max(0.0)
     }
 
-    /// The geometric distance² of the adjoint-sampling protocol ([`super::geometric`]): one
-    /// assignment on unsquared particle distances of the unrotated, centred positions, then one
-    /// Kabsch step.
-    pub fn geometric_sq_distance(&mut self, x: &[f32], y: &[f32], shape: ParticleShape) -> f64 {
+    /// D(A, B)² of the module docs for two configurations (flattened `[n·d]`).
+    pub fn aligned_sq_distance(&mut self, a: &[f32], b: &[f32], shape: ParticleShape) -> f64 {
+        self.aligned_sq_prepared(&Prepared::new(a, shape), &Prepared::new(b, shape), shape)
+    }
+
+    /// The geometric distance² of the adjoint-sampling protocol ([`super::geometric`]) for two
+    /// prepared configurations: one assignment on unsquared particle distances of the unrotated,
+    /// centred positions, then one Kabsch step.
+    pub fn geometric_sq_prepared(
+        &mut self,
+        x: &Prepared,
+        y: &Prepared,
+        shape: ParticleShape,
+    ) -> f64 {
         let (n, d) = (shape.n_particles, shape.spatial_dim);
-        self.load(x, y, n, d);
-        self.rotated.clone_from(&self.a);
-        // perm[i] = the particle of y matched to particle i of x
-        let mut perm = std::mem::take(&mut self.step_perm);
-        perm.clear();
-        perm.extend_from_slice(self.assign(n, d, true, false));
-        let q = kabsch(&self.a, &self.b, &perm, d);
-        self.rotate(&q, d);
-        let c = self.assigned_cost(&perm, d);
-        self.step_perm = perm;
-        c.max(0.0)
+        self.rotated.clone_from(&x.x);
+        // next[i] = the particle of y matched to particle i of x
+        self.assign(y, n, d, true, false);
+        let q = kabsch(&x.x, &y.x, &self.next, d);
+        self.rotate(&x.x, &q, d);
+        self.assigned_cost(&y.x, &self.next, d).max(0.0)
+    }
+
+    /// As [`Aligner::geometric_sq_prepared`] for two configurations (flattened `[n·d]`).
+    pub fn geometric_sq_distance(&mut self, x: &[f32], y: &[f32], shape: ParticleShape) -> f64 {
+        self.geometric_sq_prepared(&Prepared::new(x, shape), &Prepared::new(y, shape), shape)
     }
 }
 
@@ -256,8 +318,15 @@ pub fn aligned_sq_distance(a: &[f32], b: &[f32], shape: ParticleShape) -> f64 {
 /// The aligned W2 between two equal-size sets of configurations (`[m, n·d]` each): exact OT with
 /// cost D², square root taken (see the module docs). Pairwise costs run on all threads.
 pub fn aligned_w2(a: &[f32], b: &[f32], shape: ParticleShape) -> Result<f64> {
-    super::ot::w2_with_cost(a, b, shape.dim(), "aligned W2", |w: &mut Aligner, x, y| {
-        w.aligned_sq_distance(x, y, shape)
+    let (pa, pb) = (Prepared::all(a, shape), Prepared::all(b, shape));
+    if a.len() != pa.len() * shape.dim() || b.len() != pb.len() * shape.dim() {
+        return Err(crate::error::Error::Shape(format!(
+            "aligned W2 needs whole configurations of {} values",
+            shape.dim()
+        )));
+    }
+    super::ot::w2_with_cost(&pa, &pb, "aligned W2", |w: &mut Aligner, x, y| {
+        w.aligned_sq_prepared(x, y, shape)
     })
 }
 

@@ -31,6 +31,8 @@ const NONE: usize = usize::MAX;
 pub struct Assignment {
     v: Vec<f64>,
     dist: Vec<f64>,
+    /// the row reaching each column's minimum (column reduction)
+    colmin_row: Vec<usize>,
     pred: Vec<usize>,
     collist: Vec<usize>,
     free: Vec<usize>,
@@ -47,7 +49,23 @@ impl Assignment {
     /// The optimal assignment of the n×n cost `cost` (row-major) as `perm[row] = column`.
     /// Errors on a wrongly sized or non-finite cost.
     pub fn solve(&mut self, n: usize, cost: &[f64]) -> Result<&[usize]> {
-        self.run(n, cost, false)
+        self.check(n, cost)?;
+        Ok(self.run(n, cost, false))
+    }
+
+    /// As [`Assignment::solve`] (`warm = false`) or [`Assignment::solve_warm`] for a cost the
+    /// caller has already checked: n×n values, every one finite (the alignment loops know this
+    /// from the sum of their costs, which they compute anyway; a check per call cost them ~10 %).
+    pub fn solve_checked(&mut self, n: usize, cost: &[f64], warm: bool) -> &[usize] {
+        assert_eq!(cost.len(), n * n, "an n×n cost");
+        debug_assert!(self.check(n, cost).is_ok());
+        let warm = warm && self.warm_prices(n);
+        self.run(n, cost, warm)
+    }
+
+    /// Whether the prices of the previous call can start a problem of size n.
+    fn warm_prices(&self, n: usize) -> bool {
+        self.v.len() == n && self.v.iter().all(|v| v.is_finite())
     }
 
     /// As [`Assignment::solve`], starting from the column prices of the previous call (same n)
@@ -56,11 +74,13 @@ impl Assignment {
     /// of an alignment) most rows keep their column at once. Any prices are a valid start, so the
     /// result is optimal all the same; without a previous call of this size it is `solve`.
     pub fn solve_warm(&mut self, n: usize, cost: &[f64]) -> Result<&[usize]> {
-        let warm = self.v.len() == n && self.v.iter().all(|v| v.is_finite());
-        self.run(n, cost, warm)
+        self.check(n, cost)?;
+        let warm = self.warm_prices(n);
+        Ok(self.run(n, cost, warm))
     }
 
-    fn run(&mut self, n: usize, cost: &[f64], warm: bool) -> Result<&[usize]> {
+    /// An n×n cost of finite values, or the error saying what is wrong.
+    fn check(&self, n: usize, cost: &[f64]) -> Result<()> {
         if cost.len() != n * n {
             return Err(Error::Shape(format!(
                 "assignment of an {n}×{n} cost needs {} values, got {}",
@@ -68,7 +88,8 @@ impl Assignment {
                 cost.len()
             )));
         }
-        if let Some(k) = cost.iter().position(|c| !c.is_finite()) {
+        if !all_finite(cost) {
+            let k = cost.iter().position(|c| !c.is_finite()).unwrap_or(0);
             return Err(Error::NonFinite(format!(
                 "assignment cost ({}, {}) is {}",
                 k / n,
@@ -76,10 +97,17 @@ impl Assignment {
                 cost[k]
             )));
         }
+        Ok(())
+    }
+
+    fn run(&mut self, n: usize, cost: &[f64], warm: bool) -> &[usize] {
         self.reset(n, warm);
+        if n == 0 {
+            return &self.rowsol[..0];
+        }
         if n == 1 {
             self.rowsol[0] = 0;
-            return Ok(&self.rowsol[..1]);
+            return &self.rowsol[..1];
         }
         if warm {
             self.free.extend(0..n);
@@ -94,7 +122,7 @@ impl Assignment {
             let row = self.free[f];
             self.augment(n, cost, row);
         }
-        Ok(&self.rowsol[..n])
+        &self.rowsol[..n]
     }
 
     fn reset(&mut self, n: usize, keep_prices: bool) {
@@ -112,20 +140,14 @@ impl Assignment {
         }
         self.dist.clear();
         self.dist.resize(n, 0.0);
+        self.colmin_row.resize(n, 0);
         self.free.clear();
     }
 
     fn column_reduction(&mut self, n: usize, cost: &[f64]) {
+        column_minima(cost, n, &mut self.v, &mut self.colmin_row);
         for j in (0..n).rev() {
-            let (mut min, mut imin) = (cost[j], 0);
-            for i in 1..n {
-                let c = cost[i * n + j];
-                if c < min {
-                    min = c;
-                    imin = i;
-                }
-            }
-            self.v[j] = min;
+            let imin = self.colmin_row[j];
             self.matches[imin] += 1;
             if self.matches[imin] == 1 {
                 self.rowsol[imin] = j;
@@ -148,10 +170,7 @@ impl Assignment {
                 1 => {
                     let j1 = self.rowsol[i];
                     let row = &cost[i * n..(i + 1) * n];
-                    let min = (0..n)
-                        .filter(|&j| j != j1)
-                        .map(|j| row[j] - self.v[j])
-                        .fold(f64::INFINITY, f64::min);
+                    let min = min_excluding(row, &self.v, j1);
                     self.v[j1] -= min;
                 }
                 _ => {}
@@ -169,28 +188,17 @@ impl Assignment {
         let mut budget = 4 * n * n;
         while let Some(i) = stack.pop() {
             let row = &cost[i * n..(i + 1) * n];
-            let (mut umin, mut j1) = (row[0] - self.v[0], 0);
-            let (mut usubmin, mut j2) = (f64::INFINITY, NONE);
-            for (j, (&c, &vj)) in row.iter().zip(&self.v).enumerate().skip(1) {
-                let h = c - vj;
-                if h < usubmin {
-                    if h >= umin {
-                        usubmin = h;
-                        j2 = j;
-                    } else {
-                        usubmin = umin;
-                        umin = h;
-                        j2 = j1;
-                        j1 = j;
-                    }
-                }
-            }
+            let (umin, mut j1, usubmin) = best_two(row, &self.v);
             let mut i0 = self.colsol[j1];
             if umin < usubmin {
                 self.v[j1] -= usubmin - umin;
             } else if i0 != NONE {
-                j1 = j2;
-                i0 = self.colsol[j2];
+                // a tie: take the other column at the same reduced cost
+                let j2 = first_at(row, &self.v, usubmin, j1);
+                if j2 != NONE {
+                    j1 = j2;
+                    i0 = self.colsol[j2];
+                }
             }
             self.rowsol[i] = j1;
             self.colsol[j1] = i;
@@ -290,6 +298,195 @@ impl Assignment {
     }
 }
 
+/// The smallest and second smallest reduced cost `row[j] − v[j]` of a row and the column of the
+/// smallest (its first column, as a sequential scan finds it): `(umin, j1, usubmin)`. One pass
+/// with eight lanes, each keeping its own two smallest values, compiled for the CPU's widest
+/// vectors: the row scans of the augmenting row reduction are most of the solver's time.
+fn best_two(row: &[f64], v: &[f64]) -> (f64, usize, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx512() {
+        // SAFETY: the CPU has AVX-512 F (checked just above).
+        return unsafe { best_two_avx512(row, v) };
+    }
+    crate::multiversion!((row: &[f64], v: &[f64]) -> (f64, usize, f64) {
+        best_two_kernel(row, v)
+    })
+}
+
+/// [`best_two`] in AVX-512 intrinsics: the eight lanes in three registers (two smallest values,
+/// column of the smallest), the last columns by a masked load padded with +∞. The same lanes and
+/// the same final reduction as [`best_two_kernel`], so the same result.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn best_two_avx512(row: &[f64], v: &[f64]) -> (f64, usize, f64) {
+    use std::arch::x86_64::*;
+    const L: usize = 8;
+    let n = row.len().min(v.len());
+    let inf = _mm512_set1_pd(f64::INFINITY);
+    let (mut m1, mut m2, mut i1) = (inf, inf, _mm512_setzero_si512());
+    let mut idx = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    let step = _mm512_set1_epi64(L as i64);
+    let mut base = 0;
+    while base < n {
+        let left = n - base;
+        let (r, w) = if left >= L {
+            // SAFETY: columns base..base + 8 are within both slices.
+            unsafe {
+                (
+                    _mm512_loadu_pd(row.as_ptr().add(base)),
+                    _mm512_loadu_pd(v.as_ptr().add(base)),
+                )
+            }
+        } else {
+            let mask: __mmask8 = (1u8 << left) - 1;
+            // SAFETY: the masked loads read only columns base..n.
+            unsafe {
+                (
+                    _mm512_mask_loadu_pd(inf, mask, row.as_ptr().add(base)),
+                    _mm512_maskz_loadu_pd(mask, v.as_ptr().add(base)),
+                )
+            }
+        };
+        let x = _mm512_sub_pd(r, w);
+        let lower = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(x, m1);
+        let below_second = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(x, m2);
+        let second = _mm512_mask_blend_pd(below_second, m2, x);
+        m2 = _mm512_mask_blend_pd(lower, second, m1);
+        i1 = _mm512_mask_blend_epi64(lower, i1, idx);
+        m1 = _mm512_mask_blend_pd(lower, m1, x);
+        idx = _mm512_add_epi64(idx, step);
+        base += L;
+    }
+    let (mut a1, mut a2, mut ai) = ([0.0f64; L], [0.0f64; L], [0i64; L]);
+    // SAFETY: each array holds exactly one 512-bit register.
+    unsafe {
+        _mm512_storeu_pd(a1.as_mut_ptr(), m1);
+        _mm512_storeu_pd(a2.as_mut_ptr(), m2);
+        _mm512_storeu_si512(ai.as_mut_ptr().cast(), i1);
+    }
+    let mut k1 = 0;
+    for k in 1..L {
+        if a1[k] < a1[k1] || (a1[k] == a1[k1] && ai[k] < ai[k1]) {
+            k1 = k;
+        }
+    }
+    let mut usubmin = f64::INFINITY;
+    for k in 0..L {
+        let other = if k == k1 { a2[k] } else { a1[k].min(a2[k]) };
+        usubmin = if other < usubmin { other } else { usubmin };
+    }
+    (a1[k1], ai[k1] as usize, usubmin)
+}
+
+#[inline(always)]
+fn best_two_kernel(row: &[f64], v: &[f64]) -> (f64, usize, f64) {
+    const L: usize = 8;
+    let (mut m1, mut m2, mut i1) = ([f64::INFINITY; L], [f64::INFINITY; L], [0usize; L]);
+    let mut lane = |k: usize, j: usize, x: f64| {
+        let lower = x < m1[k];
+        let second = if x < m2[k] { x } else { m2[k] };
+        m2[k] = if lower { m1[k] } else { second };
+        i1[k] = if lower { j } else { i1[k] };
+        m1[k] = if lower { x } else { m1[k] };
+    };
+    let n = row.len().min(v.len());
+    let full = n / L * L;
+    for base in (0..full).step_by(L) {
+        let (r, w) = (&row[base..base + L], &v[base..base + L]);
+        for k in 0..L {
+            lane(k, base + k, r[k] - w[k]);
+        }
+    }
+    for j in full..n {
+        lane(j - full, j, row[j] - v[j]);
+    }
+    // the lane holding the first column of the smallest value
+    let mut k1 = 0;
+    for k in 1..L {
+        if m1[k] < m1[k1] || (m1[k] == m1[k1] && i1[k] < i1[k1]) {
+            k1 = k;
+        }
+    }
+    let mut usubmin = f64::INFINITY;
+    for k in 0..L {
+        let other = if k == k1 { m2[k] } else { m1[k].min(m2[k]) };
+        usubmin = if other < usubmin { other } else { usubmin };
+    }
+    (m1[k1], i1[k1], usubmin)
+}
+
+/// Whether every value is finite (vectorised: the check runs on every cost the solver gets).
+fn all_finite(x: &[f64]) -> bool {
+    crate::multiversion!((x: &[f64]) -> bool {
+        const EXP: u64 = 0x7ff0_0000_0000_0000;
+        let mut bad = [0u64; 8];
+        let chunks = x.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (b, v) in bad.iter_mut().zip(c) {
+                *b |= u64::from(v.to_bits() & EXP == EXP);
+            }
+        }
+        rest.iter().all(|v| v.is_finite()) && bad.iter().all(|&b| b == 0)
+    })
+}
+
+/// The first column other than `skip` whose reduced cost `row[j] − v[j]` equals `value`
+/// (`NONE` if there is none): the second column of [`best_two`], needed only on ties.
+fn first_at(row: &[f64], v: &[f64], value: f64, skip: usize) -> usize {
+    (0..row.len())
+        .find(|&j| j != skip && row[j] - v[j] == value)
+        .unwrap_or(NONE)
+}
+
+/// min over j ≠ `skip` of the reduced cost `row[j] − v[j]` (vectorised).
+fn min_excluding(row: &[f64], v: &[f64], skip: usize) -> f64 {
+    crate::multiversion!((row: &[f64], v: &[f64], skip: usize) -> f64 {
+        let end = row.len().min(v.len());
+        let skip = skip.min(end);
+        let after = (skip + 1).min(end);
+        reduced_min(&row[..skip], &v[..skip]).min(reduced_min(&row[after..end], &v[after..end]))
+    })
+}
+
+/// min_j (a[j] − b[j]) with eight lanes (+∞ for empty slices). A function, not a closure:
+/// closures do not inherit the caller's `target_feature`s.
+#[inline(always)]
+fn reduced_min(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [f64::INFINITY; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let rest = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x - y)
+        .fold(f64::INFINITY, f64::min);
+    for (c, w) in ca.zip(cb) {
+        for ((m, &x), &y) in acc.iter_mut().zip(c).zip(w) {
+            let h = x - y;
+            *m = if h < *m { h } else { *m };
+        }
+    }
+    acc.iter().fold(rest, |m, &x| if x < m { x } else { m })
+}
+
+/// Column minima of the n×n `cost` into `min`, and the first row reaching each into `row_of`,
+/// scanning rows in order (vectorised over columns).
+fn column_minima(cost: &[f64], n: usize, min: &mut [f64], row_of: &mut [usize]) {
+    crate::multiversion!((cost: &[f64], n: usize, min: &mut [f64], row_of: &mut [usize]) -> () {
+        let (min, row_of) = (&mut min[..n], &mut row_of[..n]);
+        min.copy_from_slice(&cost[..n]);
+        row_of.iter_mut().for_each(|r| *r = 0);
+        for (i, ci) in cost.chunks_exact(n).enumerate().skip(1) {
+            for ((m, r), &c) in min.iter_mut().zip(row_of.iter_mut()).zip(ci) {
+                let lower = c < *m;
+                *m = if lower { c } else { *m };
+                *r = if lower { i } else { *r };
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +583,75 @@ mod tests {
         let perm = Assignment::new().solve(n, &cost).unwrap().to_vec();
         for (i, &j) in perm.iter().enumerate() {
             assert_eq!(shuffle[j], i);
+        }
+    }
+
+    #[test]
+    fn best_two_matches_a_sequential_scan_with_ties_and_every_length() {
+        // the sequential scan the vectorised versions replace: first column of the smallest
+        // reduced cost, and the second smallest over the other columns
+        fn sequential(row: &[f64], v: &[f64]) -> (f64, usize, f64) {
+            let h: Vec<f64> = row.iter().zip(v).map(|(c, p)| c - p).collect();
+            let (mut umin, mut j1) = (h[0], 0);
+            for (j, &x) in h.iter().enumerate().skip(1) {
+                if x < umin {
+                    umin = x;
+                    j1 = j;
+                }
+            }
+            let usubmin = h
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != j1)
+                .fold(f64::INFINITY, |m, (_, &x)| m.min(x));
+            (umin, j1, usubmin)
+        }
+        for n in 1..70 {
+            for seed in 0..20u64 {
+                let mut row = vec![0.0f32; n];
+                NormalStream::new(seed, n as u64).fill(&mut row);
+                // coarse values so that ties are common
+                let row: Vec<f64> = row.iter().map(|&x| f64::from((x * 2.0).round())).collect();
+                let v: Vec<f64> = (0..n)
+                    .map(|j| ((j * 7 + seed as usize) % 3) as f64)
+                    .collect();
+                let want = sequential(&row, &v);
+                assert_eq!(best_two(&row, &v), want, "n={n} seed={seed}");
+                assert_eq!(
+                    best_two_kernel(&row, &v),
+                    want,
+                    "portable, n={n} seed={seed}"
+                );
+                if n > 1 {
+                    let skip = seed as usize % n;
+                    let rest = (0..n)
+                        .filter(|&j| j != skip)
+                        .map(|j| row[j] - v[j])
+                        .fold(f64::INFINITY, f64::min);
+                    assert_eq!(min_excluding(&row, &v, skip), rest);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn checked_solve_agrees_with_solve_cold_and_warm() {
+        let mut a = Assignment::new();
+        let mut b = Assignment::new();
+        for seed in 0..20u64 {
+            let n = 1 + (seed as usize * 5) % 60;
+            let mut c = vec![0.0f32; n * n];
+            NormalStream::new(seed, 3).fill(&mut c);
+            let c: Vec<f64> = c.iter().map(|&x| f64::from(x * x)).collect();
+            let warm = seed % 2 == 1;
+            let want = if warm {
+                a.solve_warm(n, &c)
+            } else {
+                a.solve(n, &c)
+            }
+            .unwrap()
+            .to_vec();
+            assert_eq!(b.solve_checked(n, &c, warm), want.as_slice());
         }
     }
 

@@ -34,7 +34,7 @@
 
 use rand::seq::index::sample as sample_indices;
 
-use super::aligned::Aligner;
+use super::aligned::{Aligner, Prepared};
 use super::{ot, valid_energies, Metrics};
 use crate::energy::particles::{interatomic_distances, remove_mean};
 use crate::energy::{ParticleShape, Target};
@@ -52,13 +52,16 @@ pub fn geometric_sq_distance(x: &[f32], y: &[f32], shape: ParticleShape) -> f64 
 /// Geometric W2 between two equal-size sets of configurations (`[m, n·d]` each): exact OT with
 /// cost [`geometric_sq_distance`], square root taken. Pairwise costs run on all threads.
 pub fn geometric_w2(a: &[f32], b: &[f32], shape: ParticleShape) -> Result<f64> {
-    ot::w2_with_cost(
-        a,
-        b,
-        shape.dim(),
-        "geometric W2",
-        |w: &mut Aligner, x, y| w.geometric_sq_distance(x, y, shape),
-    )
+    let (pa, pb) = (Prepared::all(a, shape), Prepared::all(b, shape));
+    if a.len() != pa.len() * shape.dim() || b.len() != pb.len() * shape.dim() {
+        return Err(Error::Shape(format!(
+            "geometric W2 needs whole configurations of {} values",
+            shape.dim()
+        )));
+    }
+    ot::w2_with_cost(&pa, &pb, "geometric W2", |w: &mut Aligner, x, y| {
+        w.geometric_sq_prepared(x, y, shape)
+    })
 }
 
 /// `rows` rows of `x` (`[n, dim]`) drawn without replacement by `stream(seed, index)`, in the

@@ -33,19 +33,23 @@ pub fn w2_exact(a: &[f32], b: &[f32], dim: usize) -> Result<f64> {
     Ok((total / n as f64).max(0.0).sqrt())
 }
 
-/// W2 between two equal-size sets of `dim`-value rows for a pairwise squared cost `sq_cost`
-/// (e.g. a distance after alignment): the m² costs on all threads, the exact assignment (`lsap`),
-/// then √(mean assigned cost). `what` names the metric in the error for unequal or empty sets.
-/// `sq_cost` gets a per-thread workspace `W` (created with `W::default()`) to reuse.
-pub fn w2_with_cost<W, F>(a: &[f32], b: &[f32], dim: usize, what: &str, sq_cost: F) -> Result<f64>
+/// W2 between two equal-size sets of items (configurations, or configurations prepared for a
+/// distance) for a pairwise squared cost `sq_cost` (e.g. a distance after alignment): the m² costs
+/// on all threads, the exact assignment (`lsap`), then √(mean assigned cost). `what` names the
+/// metric in the error for unequal or empty sets. `sq_cost` gets a per-thread workspace `W`
+/// (created with `W::default()`) to reuse.
+pub fn w2_with_cost<T, W, F>(a: &[T], b: &[T], what: &str, sq_cost: F) -> Result<f64>
 where
+    T: Sync,
     W: Default,
-    F: Fn(&mut W, &[f32], &[f32]) -> f64 + Sync,
+    F: Fn(&mut W, &T, &T) -> f64 + Sync,
 {
-    let m = a.len() / dim;
-    if a.len() != b.len() || !a.len().is_multiple_of(dim) || m == 0 {
+    let m = a.len();
+    if a.len() != b.len() || m == 0 {
         return Err(Error::Shape(format!(
-            "{what} needs two equal, non-empty sets of {dim}-coordinate configurations"
+            "{what} needs two equal, non-empty sets of configurations, got {} and {}",
+            a.len(),
+            b.len()
         )));
     }
     // a progress bar on stderr (drawn only on a terminal) when the pairs take more than moments
@@ -61,15 +65,15 @@ where
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let cost: Vec<f64> = (0..m * m)
+    // one row of pairs per task: the bar moves once per row
+    let cost: Vec<f64> = (0..m)
         .into_par_iter()
-        .with_min_len(64)
-        .map_init(W::default, |w, k| {
-            let (i, j) = (k / m, k % m);
-            let c = sq_cost(w, &a[i * dim..(i + 1) * dim], &b[j * dim..(j + 1) * dim]);
-            bar.inc(1);
-            c
+        .map_init(W::default, |w, i| {
+            let row: Vec<f64> = b.iter().map(|bj| sq_cost(w, &a[i], bj)).collect();
+            bar.inc(m as u64);
+            row
         })
+        .flatten_iter()
         .collect();
     bar.finish_and_clear();
     let total = lsap::get_assigned_cost(m, m, &cost, false)
