@@ -357,25 +357,16 @@ fn best_two_avx512(row: &[f64], v: &[f64]) -> (f64, usize, f64) {
         idx = _mm512_add_epi64(idx, step);
         base += L;
     }
-    let (mut a1, mut a2, mut ai) = ([0.0f64; L], [0.0f64; L], [0i64; L]);
-    // SAFETY: each array holds exactly one 512-bit register.
-    unsafe {
-        _mm512_storeu_pd(a1.as_mut_ptr(), m1);
-        _mm512_storeu_pd(a2.as_mut_ptr(), m2);
-        _mm512_storeu_si512(ai.as_mut_ptr().cast(), i1);
-    }
-    let mut k1 = 0;
-    for k in 1..L {
-        if a1[k] < a1[k1] || (a1[k] == a1[k1] && ai[k] < ai[k1]) {
-            k1 = k;
-        }
-    }
-    let mut usubmin = f64::INFINITY;
-    for k in 0..L {
-        let other = if k == k1 { a2[k] } else { a1[k].min(a2[k]) };
-        usubmin = if other < usubmin { other } else { usubmin };
-    }
-    (a1[k1], ai[k1] as usize, usubmin)
+    // branch-free lane reduction: the smallest value, the first column holding it (lowest
+    // index among the lanes at that value), then the second smallest over the other lanes'
+    // smallest and every lane's second
+    let umin = _mm512_reduce_min_pd(m1);
+    let at_min = _mm512_cmp_pd_mask::<_CMP_EQ_OQ>(m1, _mm512_set1_pd(umin));
+    let j1 = _mm512_mask_reduce_min_epi64(at_min, i1);
+    let lane1 = at_min & _mm512_cmpeq_epi64_mask(i1, _mm512_set1_epi64(j1));
+    let others = _mm512_reduce_min_pd(_mm512_mask_blend_pd(lane1, m1, inf));
+    let usubmin = _mm512_reduce_min_pd(m2).min(others);
+    (umin, j1 as usize, usubmin)
 }
 
 #[inline(always)]
