@@ -6,7 +6,10 @@
 //! Jonker & Volgenant 1987, "A shortest augmenting path algorithm for dense and sparse linear
 //! assignment problems"), which on these matrices is ~5–10× faster than the plain shortest
 //! augmenting path of `lsap` / SciPy, with a workspace kept between calls (no allocation once
-//! warm). Its four phases, on column prices v (reduced cost c_ij − v_j):
+//! warm). Most of its time is the row scan of phase 3 (the two smallest reduced costs of a row,
+//! ~100 scans per 55 × 55 solve), which runs in eight AVX-512 lanes with a branch-free reduction
+//! where the CPU has AVX-512 (`best_two`; the portable version keeps the same lanes and result).
+//! Its four phases, on column prices v (reduced cost c_ij − v_j):
 //!
 //! 1. **Column reduction**: v_j = min_i c_ij; each column is given to its arg-min row if that row
 //!    has none yet (a row that is the arg-min of several keeps its cheapest column).
