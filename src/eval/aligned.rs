@@ -75,11 +75,18 @@ impl Prepared {
         Self { x: c, x_t, axes }
     }
 
-    /// Every configuration of `x` (`[m, n·d]`), on all threads.
-    pub fn all(x: &[f32], shape: ParticleShape) -> Vec<Self> {
-        x.par_chunks_exact(shape.dim())
+    /// Every configuration of `x` (`[m, n·d]`), on all threads; `what` names the metric in the
+    /// error for a length that is not a whole number of configurations.
+    pub fn all(x: &[f32], shape: ParticleShape, what: &str) -> Result<Vec<Self>> {
+        if !x.len().is_multiple_of(shape.dim()) {
+            return Err(crate::error::Error::Shape(format!(
+                "{what} needs whole configurations of {} values",
+                shape.dim()
+            )));
+        }
+        Ok(x.par_chunks_exact(shape.dim())
             .map(|c| Self::new(c, shape))
-            .collect()
+            .collect())
     }
 }
 
@@ -325,14 +332,12 @@ pub fn aligned_sq_distance(a: &[f32], b: &[f32], shape: ParticleShape) -> f64 {
 /// The aligned W2 between two equal-size sets of configurations (`[m, n·d]` each): exact OT with
 /// cost D², square root taken (see the module docs). Pairwise costs run on all threads.
 pub fn aligned_w2(a: &[f32], b: &[f32], shape: ParticleShape) -> Result<f64> {
-    let (pa, pb) = (Prepared::all(a, shape), Prepared::all(b, shape));
-    if a.len() != pa.len() * shape.dim() || b.len() != pb.len() * shape.dim() {
-        return Err(crate::error::Error::Shape(format!(
-            "aligned W2 needs whole configurations of {} values",
-            shape.dim()
-        )));
-    }
-    super::ot::w2_with_cost(&pa, &pb, "aligned W2", |w: &mut Aligner, x, y| {
+    let what = "aligned W2";
+    let (pa, pb) = (
+        Prepared::all(a, shape, what)?,
+        Prepared::all(b, shape, what)?,
+    );
+    super::ot::w2_with_cost(&pa, &pb, what, |w: &mut Aligner, x, y| {
         w.aligned_sq_prepared(x, y, shape)
     })
 }

@@ -317,8 +317,8 @@ fn best_two(row: &[f64], v: &[f64]) -> (f64, usize, f64) {
 }
 
 /// [`best_two`] in AVX-512 intrinsics: the eight lanes in three registers (two smallest values,
-/// column of the smallest), the last columns by a masked load padded with +∞. The same lanes and
-/// the same final reduction as [`best_two_kernel`], so the same result.
+/// column of the smallest), the last columns by a masked load padded with +∞. The same lanes as
+/// [`best_two_kernel`]; the lane reduction is branch-free but picks the same values and column.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn best_two_avx512(row: &[f64], v: &[f64]) -> (f64, usize, f64) {

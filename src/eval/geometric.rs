@@ -52,14 +52,12 @@ pub fn geometric_sq_distance(x: &[f32], y: &[f32], shape: ParticleShape) -> f64 
 /// Geometric W2 between two equal-size sets of configurations (`[m, n·d]` each): exact OT with
 /// cost [`geometric_sq_distance`], square root taken. Pairwise costs run on all threads.
 pub fn geometric_w2(a: &[f32], b: &[f32], shape: ParticleShape) -> Result<f64> {
-    let (pa, pb) = (Prepared::all(a, shape), Prepared::all(b, shape));
-    if a.len() != pa.len() * shape.dim() || b.len() != pb.len() * shape.dim() {
-        return Err(Error::Shape(format!(
-            "geometric W2 needs whole configurations of {} values",
-            shape.dim()
-        )));
-    }
-    ot::w2_with_cost(&pa, &pb, "geometric W2", |w: &mut Aligner, x, y| {
+    let what = "geometric W2";
+    let (pa, pb) = (
+        Prepared::all(a, shape, what)?,
+        Prepared::all(b, shape, what)?,
+    );
+    ot::w2_with_cost(&pa, &pb, what, |w: &mut Aligner, x, y| {
         w.geometric_sq_prepared(x, y, shape)
     })
 }
