@@ -413,7 +413,8 @@ mod tests {
     }
 
     #[test]
-    fn gmm_fast_is_gmm_idem_at_a_quarter_of_the_training_energy_calls() {
+    fn gmm_fast_is_gmm_idem_at_a_quarter_of_the_training_energy_calls_with_a_finer_time_embedding()
+    {
         let (q, full) = (
             TrainConfig::preset("gmm-fast").unwrap(),
             TrainConfig::preset("gmm-idem").unwrap(),
@@ -438,12 +439,20 @@ mod tests {
             |c: &TrainConfig| (c.epochs * c.steps_per_epoch * c.batch_size) as f64 * per_point(c);
         let ratio = calls(&q) / calls(&full);
         assert!(ratio <= 0.25 && ratio > 0.2, "{ratio}");
-        // nothing else differs
+        // nothing else differs but the time embedding's scale
+        let (NetConfig::Mlp(qn), NetConfig::Mlp(fulln)) = (&q.net, &full.net) else {
+            panic!("GMM presets use the MLP");
+        };
+        assert_eq!((qn.t_emb_scale, fulln.t_emb_scale), (50.0, 1.0));
         let same = TrainConfig {
             epochs: full.epochs,
             dem_small_noise_k: full.dem_small_noise_k,
             dem_small_noise_sigma: full.dem_small_noise_sigma,
-            ..q
+            net: NetConfig::Mlp(crate::net::MlpConfig {
+                t_emb_scale: fulln.t_emb_scale,
+                ..qn.clone()
+            }),
+            ..q.clone()
         };
         assert_eq!(same, full);
     }

@@ -162,6 +162,21 @@ impl Gmm {
             .0
     }
 
+    /// Responsibilities of every mode for `x` (posterior probabilities of the components, summing
+    /// to 1; log-sum-exp) into `out` (`n_modes` values).
+    pub fn responsibilities(&self, x: &[f64], out: &mut [f64]) {
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = self.mode_term(k, x);
+        }
+        let max = out.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mut sum = 0.0;
+        for o in out.iter_mut() {
+            *o = (*o - max).exp();
+            sum += *o;
+        }
+        out.iter_mut().for_each(|o| *o /= sum);
+    }
+
     /// Mixture weights.
     pub fn weights(&self) -> Vec<f64> {
         self.log_weights.iter().map(|l| l.exp()).collect()
