@@ -163,18 +163,24 @@ impl Gmm {
     }
 
     /// Responsibilities of every mode for `x` (posterior probabilities of the components, summing
-    /// to 1; log-sum-exp) into `out` (`n_modes` values).
-    pub fn responsibilities(&self, x: &[f64], out: &mut [f64]) {
+    /// to 1; log-sum-exp) into `out` (`n_modes` values); returns [`Gmm::mode_of`]`(x)`, taken
+    /// from the same mode terms.
+    pub fn responsibilities(&self, x: &[f64], out: &mut [f64]) -> usize {
         for (k, o) in out.iter_mut().enumerate() {
             *o = self.mode_term(k, x);
         }
-        let max = out.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (mode, max) = out
+            .iter()
+            .copied()
+            .enumerate()
+            .fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
         let mut sum = 0.0;
         for o in out.iter_mut() {
             *o = (*o - max).exp();
             sum += *o;
         }
         out.iter_mut().for_each(|o| *o /= sum);
+        mode
     }
 
     /// Mixture weights.

@@ -179,24 +179,20 @@ pub fn evaluate_with(
         );
     }
     if let Some(g) = target.as_mixture() {
-        let mut counts = vec![0usize; g.n_modes()];
-        let mut x = vec![0.0f64; dim];
-        for row in samples.chunks_exact(dim) {
-            crate::energy::to_f64(row, &mut x);
-            counts[g.mode_of(&x)] += 1;
-        }
+        let modes = ModeTally::of(g, samples);
         let n = (samples.len() / dim) as f64;
-        let dev = counts
+        let dev = modes
+            .counts
             .iter()
             .zip(g.weights())
             .map(|(&c, w)| (c as f64 / n - w).abs())
             .fold(0.0, f64::max);
         m.insert(
             "modes_visited".into(),
-            counts.iter().filter(|&&c| c > 0).count() as f64,
+            modes.counts.iter().filter(|&&c| c > 0).count() as f64,
         );
         m.insert("mode_weight_max_dev".into(), dev);
-        m.insert("mode_weight_z2".into(), mode_weight_z2(g, samples));
+        m.insert("mode_weight_z2".into(), modes.z2(g));
     }
     if dim == 2 && target.particles().is_none() {
         m.insert("tv".into(), histogram::tv_2d(samples, reference, TV_BINS)?);
@@ -208,35 +204,59 @@ pub fn evaluate_with(
 /// mixture weight (module docs); modes whose responsibility has zero sample variance are left out
 /// (NaN when every mode is).
 pub fn mode_weight_z2(g: &crate::energy::Gmm, samples: &[f32]) -> f64 {
-    let dim = g.means().len() / g.n_modes();
-    let k = g.n_modes();
-    let mut sum = vec![0.0f64; k];
-    let mut sum_sq = vec![0.0f64; k];
-    let mut x = vec![0.0f64; dim];
-    let mut r = vec![0.0f64; k];
-    let mut n = 0.0;
-    for row in samples.chunks_exact(dim) {
-        crate::energy::to_f64(row, &mut x);
-        if x.iter().any(|v| !v.is_finite()) {
-            continue;
+    ModeTally::of(g, samples).z2(g)
+}
+
+/// One pass over a sample set for the mixture metrics: every row's mode of largest
+/// responsibility, and the sums of the responsibilities and their squares over the finite rows.
+struct ModeTally {
+    counts: Vec<usize>,
+    sum: Vec<f64>,
+    sum_sq: Vec<f64>,
+    finite_rows: f64,
+}
+
+impl ModeTally {
+    fn of(g: &crate::energy::Gmm, samples: &[f32]) -> Self {
+        let k = g.n_modes();
+        let dim = g.means().len() / k;
+        let mut t = Self {
+            counts: vec![0; k],
+            sum: vec![0.0; k],
+            sum_sq: vec![0.0; k],
+            finite_rows: 0.0,
+        };
+        let mut x = vec![0.0f64; dim];
+        let mut r = vec![0.0f64; k];
+        for row in samples.chunks_exact(dim) {
+            crate::energy::to_f64(row, &mut x);
+            t.counts[g.responsibilities(&x, &mut r)] += 1;
+            if x.iter().any(|v| !v.is_finite()) {
+                continue;
+            }
+            for ((s, sq), rj) in t.sum.iter_mut().zip(&mut t.sum_sq).zip(&r) {
+                *s += rj;
+                *sq += rj * rj;
+            }
+            t.finite_rows += 1.0;
         }
-        g.responsibilities(&x, &mut r);
-        for j in 0..k {
-            sum[j] += r[j];
-            sum_sq[j] += r[j] * r[j];
-        }
-        n += 1.0;
+        t
     }
-    let (mut total, mut used) = (0.0, 0usize);
-    for ((s, sq), w) in sum.iter().zip(&sum_sq).zip(g.weights()) {
-        let mean = s / n;
-        let var = (sq / n - mean * mean) * n / (n - 1.0);
-        if var > 0.0 {
-            total += (mean - w).powi(2) / (var / n);
-            used += 1;
+
+    /// [`mode_weight_z2`] from the tallies.
+    fn z2(&self, g: &crate::energy::Gmm) -> f64 {
+        let n = self.finite_rows;
+        let (mut total, mut used) = (0.0, 0usize);
+        for ((s, sq), w) in self.sum.iter().zip(&self.sum_sq).zip(g.weights()) {
+            let mean = s / n;
+            let var = (sq / n - mean * mean) * n / (n - 1.0);
+            if var > 0.0 {
+                total += (mean - w).powi(2) / (var / n);
+                used += 1;
+            }
         }
+        total / used as f64
     }
-    total / used as f64
 }
 
 #[cfg(test)]
